@@ -1,0 +1,133 @@
+"""Friendly checkers for the exercises.
+
+A checker runs the learner's code against the reference on fixed and edge-case inputs and
+prints one line per finding: a pass, or a diagnosis that names the likely mistake. Expected
+learner mistakes (unfinished code, exceptions, wrong values) never print a traceback.
+
+Writing a checker::
+
+    def check_thing(fn) -> Check:
+        with Check("thing") as check:
+            out = check.call("thing(x)", fn, x)          # stops the check if fn raises
+            if check.expect(close(out, ref), "thing(x) matches the reference"):
+                ...
+            else:
+                check.fail(diagnose(out, {"...": wrong_version(x)}, default="..."))
+        return check
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+
+PASS_MARK = "✅"
+FAIL_MARK = "❌"
+
+
+class StopCheck(Exception):
+    """Raised inside a check to end it early (the finding is already recorded)."""
+
+
+class Check:
+    """A list of findings, printed as they are made. Use it as a context manager."""
+
+    def __init__(self, title: str, quiet: bool = False):
+        self.title = title
+        self.quiet = quiet
+        self.findings: list[tuple[bool, str]] = []
+
+    # --- recording findings -------------------------------------------------------------
+    def ok(self, message: str) -> None:
+        self._add(True, message)
+
+    def fail(self, message: str) -> None:
+        self._add(False, message)
+
+    def expect(self, condition: bool, passed: str, failed: str | None = None) -> bool:
+        """Record a pass if `condition` holds, else `failed` (when given). Returns `condition`."""
+        if condition:
+            self.ok(passed)
+        elif failed is not None:
+            self.fail(failed)
+        return bool(condition)
+
+    def stop(self, message: str) -> None:
+        """Record a problem and end the check: what follows would only repeat it."""
+        self.fail(message)
+        raise StopCheck
+
+    def _add(self, passed: bool, message: str) -> None:
+        self.findings.append((passed, message))
+        if not self.quiet:
+            print(f"{PASS_MARK if passed else FAIL_MARK} {message}")
+
+    # --- running learner code -------------------------------------------------------------
+    def call(self, what: str, fn: Callable, *args, **kwargs) -> Any:
+        """Call learner code; turn any exception into one finding and stop the check."""
+        try:
+            return fn(*args, **kwargs)
+        except NotImplementedError:
+            self.stop(f"{what}: not written yet. Replace `raise NotImplementedError` with your code.")
+        except StopCheck:
+            raise
+        except Exception as exc:  # a learner's bug, reported in one line
+            self.stop(f"{what} raised {type(exc).__name__}: {exc}")
+
+    # --- results --------------------------------------------------------------------------
+    @property
+    def passed(self) -> bool:
+        return bool(self.findings) and all(ok for ok, _ in self.findings)
+
+    @property
+    def problems(self) -> list[str]:
+        return [message for ok, message in self.findings if not ok]
+
+    def __enter__(self) -> Check:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return exc_type is StopCheck  # swallow only our own early stop
+
+    def __repr__(self) -> str:
+        n_ok = sum(ok for ok, _ in self.findings)
+        if self.passed:
+            return f"{self.title}: all {n_ok} checks passed."
+        return f"{self.title}: {len(self.problems)} problem(s) to fix, {n_ok} check(s) passed."
+
+
+# --- comparing values ------------------------------------------------------------------------
+def close(actual: Any, expected: Any, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    """True if two tensors (or lists/numbers) have the same shape and nearly the same values."""
+    try:
+        a = actual if isinstance(actual, torch.Tensor) else torch.as_tensor(actual)
+        b = expected if isinstance(expected, torch.Tensor) else torch.as_tensor(expected)
+    except (TypeError, ValueError, RuntimeError):
+        return actual == expected
+    if a.shape != b.shape:
+        return False
+    if not (a.is_floating_point() or b.is_floating_point()):
+        return torch.equal(a, b)
+    return torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol, equal_nan=True)
+
+
+def diagnose(actual: Any, mistakes: Mapping[str, Any], default: str, atol: float = 1e-5) -> str:
+    """Name the first known mistake whose output equals `actual`, else return `default`.
+
+    `mistakes` maps a diagnosis to what the code would output with that mistake
+    (a value, or a zero-argument callable computing it).
+    """
+    for message, wrong in mistakes.items():
+        try:
+            wrong_value = wrong() if callable(wrong) else wrong
+        except Exception:
+            continue
+        if close(actual, wrong_value, atol=atol):
+            return message
+    return default
+
+
+def shape_of(value: Any) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__

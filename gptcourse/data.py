@@ -1,0 +1,134 @@
+"""The corpus and how a model sees it: text -> ids -> splits -> (input, target) batches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .download import fetch
+
+TINY_SHAKESPEARE_URL = (
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+)
+TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+TINY_SHAKESPEARE_PATH = "tinyshakespeare/input.txt"
+
+
+def tiny_shakespeare_path(download_ok: bool = True) -> Path:
+    """The verified local copy of Tiny Shakespeare, downloaded into the data folder on first use."""
+    return fetch(TINY_SHAKESPEARE_URL, TINY_SHAKESPEARE_PATH, TINY_SHAKESPEARE_SHA256,
+                 download_ok=download_ok)
+
+
+def load_text(source: str | Path = "tinyshakespeare") -> str:
+    """Load a corpus: "tinyshakespeare" (the default) or the path of any UTF-8 text file."""
+    if str(source) == "tinyshakespeare":
+        path = tiny_shakespeare_path()
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"corpus file {path} does not exist: pass 'tinyshakespeare' or the path of a UTF-8 text file"
+            )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 first") from exc
+    if not text:
+        raise ValueError(f"{path} is empty: a corpus needs at least some text")
+    return text
+
+
+def train_val_split(data, train_fraction: float = 0.9):
+    """Split a sequence (ids or text) in two: the first part to train on, the rest to validate."""
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be between 0 and 1 (exclusive), got {train_fraction}")
+    n = int(train_fraction * len(data))
+    if n == 0 or n == len(data):
+        raise ValueError(
+            f"data of length {len(data)} is too short to split at {train_fraction}: both parts would not be non-empty"
+        )
+    return data[:n], data[n:]
+
+
+def _as_id_tensor(data, name: str = "data") -> torch.Tensor:
+    if not isinstance(data, torch.Tensor):
+        data = torch.tensor(data, dtype=torch.long)
+    if data.dim() != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of token ids, got shape {tuple(data.shape)}")
+    if data.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise TypeError(f"{name} must hold integer token ids, got dtype {data.dtype}")
+    return data.long()
+
+
+def get_batch(
+    data: torch.Tensor,
+    block_size: int,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random training windows: x is `block_size` ids, y is the same window shifted by one.
+
+    Returns two (batch_size, block_size) tensors on `device`.
+    """
+    data = _as_id_tensor(data)
+    if block_size < 1 or batch_size < 1:
+        raise ValueError(f"block_size and batch_size must be >= 1, got {block_size} and {batch_size}")
+    if len(data) < block_size + 1:
+        raise ValueError(
+            f"data has {len(data)} tokens, too short for block_size={block_size}: a window needs "
+            f"block_size + 1 = {block_size + 1} tokens. Use a smaller block_size or more text."
+        )
+    # The last start that still leaves room for the shifted target is len - block_size - 1.
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    x = torch.stack([data[i : i + block_size] for i in starts])
+    y = torch.stack([data[i + 1 : i + block_size + 1] for i in starts])
+    return x.to(device), y.to(device)
+
+
+class SlidingWindowDataset(Dataset):
+    """Every window of `context_length` ids, taken every `stride` ids, paired with its next-id targets.
+
+    stride == context_length gives non-overlapping windows; a smaller stride overlaps them.
+    """
+
+    def __init__(self, token_ids, context_length: int, stride: int):
+        ids = _as_id_tensor(token_ids, "token_ids")
+        if context_length < 1:
+            raise ValueError(f"context_length must be >= 1, got {context_length}")
+        if stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        if len(ids) < context_length + 1:
+            raise ValueError(
+                f"token_ids has {len(ids)} ids, too short for context_length={context_length}: "
+                f"one window needs {context_length + 1}"
+            )
+        self.ids = ids
+        self.context_length = context_length
+        self.starts = range(0, len(ids) - context_length, stride)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self.starts[index]
+        window = self.ids[start : start + self.context_length + 1]
+        return window[:-1], window[1:]
+
+
+def create_dataloader(
+    token_ids,
+    context_length: int,
+    stride: int,
+    batch_size: int = 4,
+    shuffle: bool = True,
+    drop_last: bool = True,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    """A DataLoader over a SlidingWindowDataset (seed `generator` for a repeatable shuffle)."""
+    dataset = SlidingWindowDataset(token_ids, context_length, stride)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                      generator=generator)

@@ -1,0 +1,102 @@
+"""Tokenizers: characters <-> ids, and GPT-2's byte-pair encoding (BPE) through tiktoken."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+import torch
+
+END_OF_TEXT = "<|endoftext|>"
+
+
+class CharTokenizer:
+    """A character-level tokenizer: every distinct character of a text gets one id.
+
+    The vocabulary is sorted, so the same text always gives the same ids.
+    """
+
+    def __init__(self, text: str):
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if not text:
+            raise ValueError("text is empty: build the tokenizer from the corpus you will train on")
+        self.chars: list[str] = sorted(set(text))
+        self.stoi: dict[str, int] = {ch: i for i, ch in enumerate(self.chars)}
+        self.itos: dict[int, str] = dict(enumerate(self.chars))
+
+    @classmethod
+    def from_vocab(cls, chars: Iterable[str]) -> CharTokenizer:
+        """Rebuild a tokenizer from its saved vocabulary (for example from a checkpoint)."""
+        return cls("".join(chars))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        """Turn a string into a list of ids. Unknown characters raise ValueError."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        unknown = sorted(set(text) - self.stoi.keys())
+        if unknown:
+            raise ValueError(
+                f"text contains {len(unknown)} character(s) that are not in the vocabulary: "
+                f"{unknown!r}. Build the tokenizer from a text that contains them, "
+                f"or remove them from the input."
+            )
+        return [self.stoi[ch] for ch in text]
+
+    def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
+        """Turn a list (or 1-D tensor) of ids back into a string."""
+        if isinstance(ids, torch.Tensor):
+            if ids.dim() != 1:
+                raise ValueError(f"ids must be 1-D to decode, got shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        ids = list(ids)
+        bad = [i for i in ids if not isinstance(i, int) or i not in self.itos]
+        if bad:
+            raise ValueError(
+                f"ids contain {len(bad)} value(s) outside 0..{self.vocab_size - 1}: {bad[:5]!r}"
+            )
+        return "".join(self.itos[i] for i in ids)
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
+def gpt2_tokenizer():
+    """GPT-2's BPE tokenizer (tiktoken "gpt2"), with a clear message when it cannot be loaded."""
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as exc:  # tiktoken raises several error types when offline
+        cache = os.environ.get("TIKTOKEN_CACHE_DIR", "(not set)")
+        raise RuntimeError(
+            "Could not load the GPT-2 tokenizer files. tiktoken downloads them once and caches "
+            f"them in $TIKTOKEN_CACHE_DIR (now {cache}). On a machine without internet, set "
+            "TIKTOKEN_CACHE_DIR to a folder that already holds them (copy it from a machine "
+            "that has run `python -m gptcourse data`)."
+            f" Original error: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def text_to_token_ids(text: str, tokenizer) -> torch.Tensor:
+    """Encode text with either tokenizer and add a batch dimension: shape (1, T)."""
+    if not text:
+        raise ValueError("text is empty: give at least one character to encode")
+    if isinstance(tokenizer, CharTokenizer):
+        ids = tokenizer.encode(text)
+    else:
+        ids = tokenizer.encode(text, allowed_special={END_OF_TEXT})
+    return torch.tensor(ids, dtype=torch.long).unsqueeze(0)
+
+
+def token_ids_to_text(ids: torch.Tensor, tokenizer) -> str:
+    """Decode a (1, T) or (T,) tensor of ids with either tokenizer."""
+    if ids.dim() == 2:
+        if ids.size(0) != 1:
+            raise ValueError(f"expected one sequence, got a batch of {ids.size(0)}; decode them one by one")
+        ids = ids[0]
+    return tokenizer.decode(ids.tolist())
