@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Integral
 from pathlib import Path
 
 import torch
@@ -29,11 +30,13 @@ def load_text(source: str | Path = "tinyshakespeare") -> str:
     else:
         path = Path(source).expanduser()
         if not path.is_file():
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
             raise FileNotFoundError(
-                f"corpus file {path} does not exist: pass 'tinyshakespeare' or the path of a UTF-8 text file"
+                f"corpus file {path} {what}: pass 'tinyshakespeare' or the path of a UTF-8 text file"
             )
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig also reads UTF-8 files that start with a byte-order mark (some editors add one).
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 first") from exc
     if not text:
@@ -43,24 +46,42 @@ def load_text(source: str | Path = "tinyshakespeare") -> str:
 
 def train_val_split(data, train_fraction: float = 0.9):
     """Split a sequence (ids or text) in two: the first part to train on, the rest to validate."""
+    if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)):
+        raise TypeError(f"train_fraction must be a number such as 0.9, got {train_fraction!r}")
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction must be between 0 and 1 (exclusive), got {train_fraction}")
     n = int(train_fraction * len(data))
     if n == 0 or n == len(data):
         raise ValueError(
-            f"data of length {len(data)} is too short to split at {train_fraction}: both parts would not be non-empty"
+            f"data of length {len(data)} is too short to split at train_fraction={train_fraction}: "
+            f"one of the two parts would be empty. Use more data."
         )
     return data[:n], data[n:]
 
 
 def _as_id_tensor(data, name: str = "data") -> torch.Tensor:
+    if isinstance(data, str):
+        raise TypeError(f"{name} is text: encode it into token ids first, e.g. "
+                        f"torch.tensor(tokenizer.encode(text))")
     if not isinstance(data, torch.Tensor):
-        data = torch.tensor(data, dtype=torch.long)
+        try:
+            data = torch.as_tensor(data)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"{name} must be a 1-D tensor or list of token ids ({exc})") from exc
+        if data.numel() == 0:
+            data = data.long()  # an empty list becomes a float tensor; the length check below explains
     if data.dim() != 1:
         raise ValueError(f"{name} must be a 1-D sequence of token ids, got shape {tuple(data.shape)}")
-    if data.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+    if data.is_floating_point() or data.is_complex() or data.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer token ids, got dtype {data.dtype}")
     return data.long()
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def get_batch(
@@ -75,8 +96,8 @@ def get_batch(
     Returns two (batch_size, block_size) tensors on `device`.
     """
     data = _as_id_tensor(data)
-    if block_size < 1 or batch_size < 1:
-        raise ValueError(f"block_size and batch_size must be >= 1, got {block_size} and {batch_size}")
+    _check_positive_int("block_size", block_size)
+    _check_positive_int("batch_size", batch_size)
     if len(data) < block_size + 1:
         raise ValueError(
             f"data has {len(data)} tokens, too short for block_size={block_size}: a window needs "
@@ -97,10 +118,8 @@ class SlidingWindowDataset(Dataset):
 
     def __init__(self, token_ids, context_length: int, stride: int):
         ids = _as_id_tensor(token_ids, "token_ids")
-        if context_length < 1:
-            raise ValueError(f"context_length must be >= 1, got {context_length}")
-        if stride < 1:
-            raise ValueError(f"stride must be >= 1, got {stride}")
+        _check_positive_int("context_length", context_length)
+        _check_positive_int("stride", stride)
         if len(ids) < context_length + 1:
             raise ValueError(
                 f"token_ids has {len(ids)} ids, too short for context_length={context_length}: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.request
@@ -19,7 +20,7 @@ def data_dir() -> Path:
     if override:
         return Path(override).expanduser()
     cache_home = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache_home) / "gptcourse"
+    return Path(cache_home).expanduser() / "gptcourse"
 
 
 def sha256_of(path: str | Path) -> str:
@@ -61,18 +62,32 @@ def download(url: str, destination: Path, sha256: str, timeout: float = 60.0) ->
     so an interrupted or corrupt download never leaves a half-written file behind.
     """
     destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=destination.name, suffix=".part")
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=destination.name,
+                                        suffix=".part")
+    except OSError as exc:
+        raise DownloadError(f"Could not create {destination}: {exc}") from exc
     tmp_path = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
             _stream_to(url, handle, timeout)
-        verify(tmp_path, sha256)
+        actual = sha256_of(tmp_path)
+        if actual != sha256:
+            raise DownloadError(
+                f"the file downloaded from {url} has sha256 {actual}, expected {sha256} "
+                f"(the download was cut short or the file changed); nothing was saved"
+            )
+        # mkstemp makes the file readable by its owner only; a cached copy should be
+        # readable by everyone, like any other downloaded file.
+        os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, destination)  # atomic on the same file system
-    except OSError as exc:
-        raise DownloadError(f"Could not download {url}: {exc}") from exc
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        # OSError covers URLError/HTTPError and timeouts; HTTPException covers a connection
+        # that breaks mid-file (IncompleteRead); ValueError a malformed URL.
+        raise DownloadError(f"Could not download {url}: {type(exc).__name__}: {exc}") from exc
     finally:
-        tmp_path.unlink(missing_ok=True)
+        tmp_path.unlink(missing_ok=True)  # after a successful rename there is nothing to remove
     return destination
 
 
@@ -83,7 +98,7 @@ def fetch(url: str, relative_path: str, sha256: str, *, download_ok: bool = True
     or, with `download_ok=False`, reported with the steps to fix it.
     """
     path = data_dir() / relative_path
-    if path.exists():
+    if path.is_file():
         actual = sha256_of(path)
         if actual == sha256:
             return path
@@ -95,7 +110,10 @@ def fetch(url: str, relative_path: str, sha256: str, *, download_ok: bool = True
     try:
         return download(url, path, sha256)
     except DownloadError as exc:
-        raise DownloadError(_fix_message(f"{problem}, and the download failed ({exc})", url, path)) from exc
+        # One error with everything in it: the chained traceback would only repeat it.
+        raise DownloadError(
+            _fix_message(f"{problem}, and downloading it failed: {exc}", url, path)
+        ) from None
 
 
 def _fix_message(problem: str, url: str, path: Path) -> str:
@@ -103,5 +121,6 @@ def _fix_message(problem: str, url: str, path: Path) -> str:
         f"{problem}.\n"
         f"Looked in the data folder {data_dir()} (set ${DATA_DIR_ENV} to use another).\n"
         f"To fix it: connect to the internet and run `python -m gptcourse data`, "
-        f"or download {url} yourself and save it as {path}."
+        f"or download {url} yourself and save it as {path}, "
+        f"or point ${DATA_DIR_ENV} at a folder that already holds {path.relative_to(data_dir())}."
     )

@@ -35,6 +35,12 @@ def strip_solution(source: str, where: str = "cell") -> str:
     hints: list[str] = []
     for number, line in enumerate(source.splitlines(), start=1):
         stripped = line.strip()
+        if _looks_like_marker(stripped) and stripped not in (BEGIN, END):
+            # A misspelt marker would leak the solution into the exercise.
+            raise SolutionFormatError(
+                f"{where}, line {number}: {stripped!r} looks like a marker; "
+                f"write it exactly as {BEGIN!r} or {END!r} on its own line"
+            )
         if stripped == BEGIN:
             if inside:
                 raise SolutionFormatError(f"{where}, line {number}: BEGIN SOLUTION inside another solution region")
@@ -53,6 +59,11 @@ def strip_solution(source: str, where: str = "cell") -> str:
     if inside:
         raise SolutionFormatError(f"{where}: BEGIN SOLUTION is never closed by END SOLUTION")
     return "\n".join(out)
+
+
+def _looks_like_marker(stripped: str) -> bool:
+    words = " ".join(stripped.lstrip("#").split()).upper()
+    return stripped.startswith("#") and words in ("BEGIN SOLUTION", "END SOLUTION")
 
 
 def _source_text(cell: dict) -> str:

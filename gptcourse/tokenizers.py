@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from numbers import Integral
 
 import torch
 
@@ -21,14 +22,33 @@ class CharTokenizer:
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if not text:
             raise ValueError("text is empty: build the tokenizer from the corpus you will train on")
-        self.chars: list[str] = sorted(set(text))
-        self.stoi: dict[str, int] = {ch: i for i, ch in enumerate(self.chars)}
-        self.itos: dict[int, str] = dict(enumerate(self.chars))
+        self._set_vocab(sorted(set(text)))
+
+    def _set_vocab(self, chars: list[str]) -> None:
+        self.chars: list[str] = chars
+        self.stoi: dict[str, int] = {ch: i for i, ch in enumerate(chars)}
+        self.itos: dict[int, str] = dict(enumerate(chars))
 
     @classmethod
     def from_vocab(cls, chars: Iterable[str]) -> CharTokenizer:
-        """Rebuild a tokenizer from its saved vocabulary (for example from a checkpoint)."""
-        return cls("".join(chars))
+        """Rebuild a tokenizer from its saved vocabulary `tok.chars` (for example from a checkpoint).
+
+        The order is kept as given, so every character gets back exactly its saved id.
+        """
+        if isinstance(chars, str):
+            chars = list(chars)
+        chars = list(chars)
+        if not chars:
+            raise ValueError("chars is empty: pass the saved vocabulary, tokenizer.chars")
+        bad = [c for c in chars if not (isinstance(c, str) and len(c) == 1)]
+        if bad:
+            raise ValueError(f"chars must hold single characters, got {bad[:5]!r}")
+        if len(set(chars)) != len(chars):
+            repeated = sorted({c for c in chars if chars.count(c) > 1})
+            raise ValueError(f"chars lists these characters more than once: {repeated!r}")
+        tokenizer = cls.__new__(cls)
+        tokenizer._set_vocab(chars)
+        return tokenizer
 
     @property
     def vocab_size(self) -> int:
@@ -53,11 +73,13 @@ class CharTokenizer:
             if ids.dim() != 1:
                 raise ValueError(f"ids must be 1-D to decode, got shape {tuple(ids.shape)}")
             ids = ids.tolist()
-        ids = list(ids)
-        bad = [i for i in ids if not isinstance(i, int) or i not in self.itos]
+        # Integral covers Python ints and NumPy integers; bool is an int but never an id.
+        ids = [int(i) if isinstance(i, Integral) and not isinstance(i, bool) else i for i in ids]
+        bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i not in self.itos]
         if bad:
             raise ValueError(
-                f"ids contain {len(bad)} value(s) outside 0..{self.vocab_size - 1}: {bad[:5]!r}"
+                f"ids contain {len(bad)} value(s) that are not integer ids in "
+                f"0..{self.vocab_size - 1}: {bad[:5]!r}"
             )
         return "".join(self.itos[i] for i in ids)
 
@@ -84,6 +106,8 @@ def gpt2_tokenizer():
 
 def text_to_token_ids(text: str, tokenizer) -> torch.Tensor:
     """Encode text with either tokenizer and add a batch dimension: shape (1, T)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not text:
         raise ValueError("text is empty: give at least one character to encode")
     if isinstance(tokenizer, CharTokenizer):
@@ -95,8 +119,11 @@ def text_to_token_ids(text: str, tokenizer) -> torch.Tensor:
 
 def token_ids_to_text(ids: torch.Tensor, tokenizer) -> str:
     """Decode a (1, T) or (T,) tensor of ids with either tokenizer."""
+    ids = torch.as_tensor(ids)
     if ids.dim() == 2:
         if ids.size(0) != 1:
-            raise ValueError(f"expected one sequence, got a batch of {ids.size(0)}; decode them one by one")
+            raise ValueError(f"ids holds a batch of {ids.size(0)} sequences; decode them one by one")
         ids = ids[0]
+    if ids.dim() != 1:
+        raise ValueError(f"ids must have shape (1, T) or (T,), got {tuple(ids.shape)}")
     return tokenizer.decode(ids.tolist())

@@ -9,25 +9,27 @@ from ..tokenizers import CharTokenizer
 from . import Check, shape_of
 
 SAMPLE_TEXT = "hello world! 안녕하세요"
+NOT_WRITTEN = "not written yet. Replace `raise NotImplementedError` with your code."
 
 
 def check_char_tokenizer(tokenizer_class) -> Check:
     """Check a learner's CharTokenizer class: sorted vocabulary, round trip, unknown characters."""
     with Check("CharTokenizer") as check:
         reference = CharTokenizer(SAMPLE_TEXT)
-        tok = check.call(f"{tokenizer_class.__name__}(text)", tokenizer_class, SAMPLE_TEXT)
+        name = getattr(tokenizer_class, "__name__", "tokenizer_class")
+        tok = check.call(f"{name}(text)", tokenizer_class, SAMPLE_TEXT)
         size = check.call("vocab_size", lambda: tok.vocab_size)
         check.expect(size == reference.vocab_size,
                      f"vocab_size is {size}: one id per distinct character",
                      f"vocab_size is {size}, expected {reference.vocab_size}: count each distinct "
                      f"character once (use set(text))")
-        ids = check.call("encode('hello')", tok.encode, "hello")
+        ids = check.call("encode('hello')", lambda: tok.encode("hello"))
         if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
             check.stop(f"encode should return a list of ints, got {type(ids).__name__}")
         expected = reference.encode("hello")
         if ids == expected:
             check.ok(f"encode('hello') == {ids}: ids follow the sorted vocabulary")
-        elif len(ids) == 5 and len(set(ids)) == 4:
+        elif len(ids) == 5 and len(set(ids)) == 4 and ids[2] == ids[3]:
             check.fail(f"encode('hello') gave {ids}, expected {expected}: the ids look consistent but "
                        f"the vocabulary is not sorted. Use sorted(set(text)) so ids never change between runs")
         else:
@@ -49,7 +51,7 @@ def _check_unknown_character(check: Check, tok) -> None:
     try:
         result = tok.encode("hello?")
     except NotImplementedError:
-        check.stop("encode: not written yet. Replace `raise NotImplementedError` with your code.")
+        check.stop(f"encode: {NOT_WRITTEN}")
     except ValueError as exc:
         check.expect("?" in str(exc), "an unknown character raises ValueError that names it",
                      "an unknown character raises ValueError, but the message should list the "
@@ -66,13 +68,22 @@ def _check_unknown_character(check: Check, tok) -> None:
                f"raise ValueError instead of skipping or guessing")
 
 
+OFF_THE_END = ("some windows run off the end of the data. "
+               "Random starts must stay below len(data) - block_size")
+
+
 def check_get_batch(get_batch_fn) -> Check:
     """Check get_batch(data, block_size, batch_size, generator=...) on data = 0, 1, 2, ..."""
-    with Check("get_batch") as check:
+    # fork_rng: a learner's get_batch may draw from the global RNG; the notebook's seed
+    # should not depend on whether the check cell was run.
+    with Check("get_batch") as check, torch.random.fork_rng(devices=[]):
         data = torch.arange(20)
         block_size, batch_size = 4, 3
         gen = torch.Generator().manual_seed(0)
-        x, y = check.call("get_batch(data, 4, 3)", get_batch_fn, data, block_size, batch_size, generator=gen)
+        out = _call(check, "get_batch(data, 4, 3)", get_batch_fn, data, block_size, batch_size, generator=gen)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            check.stop(f"get_batch should return a pair (x, y), got {type(out).__name__}")
+        x, y = out
         if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
             check.stop(f"get_batch should return two tensors (x, y), got {type(x).__name__}, {type(y).__name__}")
         want = (batch_size, block_size)
@@ -92,8 +103,38 @@ def check_get_batch(get_batch_fn) -> Check:
             check.fail("y is shifted the wrong way: the target is the token *after* x, data[i + 1 : i + block_size + 1]")
         else:
             check.fail("y is not x shifted by one: take y from data[i + 1 : i + block_size + 1]")
+        _check_generator_used(check, get_batch_fn)
         _check_window_range(check, get_batch_fn)
     return check
+
+
+def _call(check: Check, what: str, get_batch_fn, *args, **kwargs):
+    """check.call, but a batch that cannot be built is diagnosed as windows running off the end."""
+    try:
+        return get_batch_fn(*args, **kwargs)
+    except NotImplementedError:
+        check.stop(f"{what}: {NOT_WRITTEN}")
+    except (RuntimeError, IndexError) as exc:
+        # torch.stack fails on a window cut short; indexing past the end raises IndexError.
+        if isinstance(exc, IndexError) or "stack expects each tensor to be equal size" in str(exc):
+            check.stop(f"{what} could not build the batch ({type(exc).__name__}): {OFF_THE_END}")
+        check.stop(f"{what} raised {type(exc).__name__}: {exc}")
+    except Exception as exc:
+        check.stop(f"{what} raised {type(exc).__name__}: {exc}")
+
+
+def _check_generator_used(check: Check, get_batch_fn) -> None:
+    """Two generators seeded alike must give the same batch."""
+    data = torch.arange(1000)
+    torch.manual_seed(12345)  # the global RNG moves on between the calls if it is used
+    first = _call(check, "get_batch(..., generator=g)", get_batch_fn, data, 8, 4,
+                  generator=torch.Generator().manual_seed(7))
+    second = _call(check, "get_batch(..., generator=g)", get_batch_fn, data, 8, 4,
+                   generator=torch.Generator().manual_seed(7))
+    check.expect(torch.equal(first[0], second[0]),
+                 "the same seeded generator gives the same batch",
+                 "two generators with the same seed gave different batches: the generator is "
+                 "ignored. Pass generator=generator to torch.randint")
 
 
 def _check_window_range(check: Check, get_batch_fn) -> None:
@@ -103,14 +144,9 @@ def _check_window_range(check: Check, get_batch_fn) -> None:
     gen = torch.Generator().manual_seed(1)
     starts = set()
     for _ in range(40):
-        try:
-            x, y = get_batch_fn(data, block_size, 8, generator=gen)
-        except (RuntimeError, IndexError):
-            check.stop("with short data, stacking the windows fails: some windows run off the end. "
-                       "Random starts must stay below len(data) - block_size")
+        x, y = _call(check, "get_batch on short data", get_batch_fn, data, block_size, 8, generator=gen)
         if tuple(x.shape) != (8, block_size) or tuple(y.shape) != (8, block_size) or y.max() > 9:
-            check.stop("some windows run off the end of the data (short or out-of-range rows). "
-                       "Random starts must stay below len(data) - block_size")
+            check.stop(f"with short data, the batch has the wrong shape or values: {OFF_THE_END}")
         starts.update(x[:, 0].tolist())
     last_start = len(data) - block_size - 1
     check.expect(last_start in starts, "windows stay inside the data, and the last window can be picked",
@@ -122,31 +158,45 @@ def check_sliding_window_dataset(dataset_class) -> Check:
     """Check a learner's sliding-window Dataset(token_ids, context_length, stride)."""
     with Check("SlidingWindowDataset") as check:
         ids = torch.arange(12)
+        name = getattr(dataset_class, "__name__", "dataset_class")
         for context_length, stride in [(4, 4), (4, 1), (3, 2)]:
             reference = SlidingWindowDataset(ids, context_length, stride)
-            what = f"{dataset_class.__name__}(ids, context_length={context_length}, stride={stride})"
+            what = f"{name}(ids, context_length={context_length}, stride={stride})"
             ds = check.call(what, dataset_class, ids, context_length, stride)
             n = check.call(f"len({what})", len, ds)
             if n != len(reference):
-                hint = ("stride seems ignored: step the start by `stride`"
-                        if n == len(SlidingWindowDataset(ids, context_length, 1)) and stride != 1
-                        else "the last window must leave one token for its target: "
-                             "starts go up to len(ids) - context_length - 1")
+                if stride != 1 and n == len(SlidingWindowDataset(ids, context_length, 1)):
+                    hint = "stride seems ignored: step the start by `stride`"
+                elif n > len(reference):
+                    hint = ("too many windows: the last window must leave one token for its "
+                            "target, so starts stay below len(ids) - context_length")
+                else:
+                    hint = ("too few windows: the last start, len(ids) - context_length - 1, "
+                            "is missing (range stops before its end value)")
                 check.stop(f"len({what}) is {n}, expected {len(reference)}: {hint}")
-            items = [check.call(f"{what}[{i}]", ds.__getitem__, i) for i in range(n)]
+            items = [check.call(f"{what}[{i}]", lambda i=i, ds=ds: ds[i]) for i in range(n)]
+            if not all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):
+                check.stop(f"{what}[i] should return a pair (input_ids, target_ids)")
             xs = [torch.as_tensor(x) for x, _ in items]
             ys = [torch.as_tensor(y) for _, y in items]
-            ref_x = [x for x, _ in (reference[i] for i in range(n))]
-            ref_y = [y for _, y in (reference[i] for i in range(n))]
-            if all(torch.equal(a, b) for a, b in zip(xs, ref_x)) and all(torch.equal(a, b) for a, b in zip(ys, ref_y)):
+            ref_x = [reference[i][0] for i in range(n)]
+            ref_y = [reference[i][1] for i in range(n)]
+            if _all_equal(xs, ref_x) and _all_equal(ys, ref_y):
                 check.ok(f"context_length={context_length}, stride={stride}: {n} windows, "
                          f"inputs and targets correct")
                 continue
-            if all(torch.equal(a, b) for a, b in zip(xs, ys)):
-                check.stop("targets equal inputs: the target window must be shifted by one token")
-            if any(a.shape != b.shape for a, b in zip(xs, ref_x)) or any(a.shape != b.shape for a, b in zip(ys, ref_y)):
+            if any(a.shape != b.shape for a, b in zip(xs + ys, ref_x + ref_y)):
                 check.stop(f"with stride={stride}, some windows have the wrong length: each input and "
                            f"target holds exactly context_length={context_length} ids")
+            if _all_equal(xs, ys):
+                check.stop("targets equal inputs: the target window must be shifted by one token")
+            if _all_equal(xs, ref_x):
+                check.stop("the inputs are right but the targets are not: target i is the input "
+                           "shifted by one, ids[start + 1 : start + context_length + 1]")
             check.stop(f"with context_length={context_length}, stride={stride}, the windows differ from "
                        f"the expected ones: window i starts at i * stride")
     return check
+
+
+def _all_equal(tensors, others) -> bool:
+    return all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(tensors, others))

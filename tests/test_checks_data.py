@@ -1,0 +1,288 @@
+"""The chapter 1 checkers (and the checker framework): the reference passes, a stub fails,
+and every mistake a checker claims to diagnose is planted and named."""
+
+import torch
+
+from gptcourse.checks import Check, close, diagnose
+from gptcourse.checks.data import (
+    check_char_tokenizer,
+    check_get_batch,
+    check_sliding_window_dataset,
+)
+from gptcourse.data import SlidingWindowDataset, get_batch
+from gptcourse.tokenizers import CharTokenizer
+
+
+def has(result: Check, words: str) -> bool:
+    return any(words in problem for problem in result.problems)
+
+
+# --- the framework ------------------------------------------------------------------------------
+def test_check_records_prints_and_stops(capsys):
+    with Check("demo") as check:
+        check.ok("first")
+        check.expect(False, "never", "second failed")
+        check.call("boom()", lambda: 1 / 0)
+        check.ok("not reached")
+    assert check.findings == [(True, "first"), (False, "second failed"),
+                              (False, "boom() raised ZeroDivisionError: division by zero")]
+    assert not check.passed
+    assert repr(check) == "demo: 2 problem(s) to fix, 1 check(s) passed."
+    assert capsys.readouterr().out.splitlines()[0] == "✅ first"
+
+
+def test_check_with_no_findings_does_not_pass():
+    assert not Check("empty", quiet=True).passed
+
+
+def test_call_reports_unfinished_code():
+    def stub():
+        raise NotImplementedError
+
+    with Check("stub", quiet=True) as check:
+        check.call("stub()", stub)
+    assert check.problems == ["stub(): not written yet. Replace `raise NotImplementedError` with your code."]
+
+
+def test_close_and_diagnose():
+    assert close(torch.tensor([1.0, 2.0]), [1.0, 2.0 + 1e-7])
+    assert not close(torch.ones(2), torch.ones(3))
+    assert close("abc", "abc") and not close("abc", "abd")
+    out = torch.tensor([2.0])
+    assert diagnose(out, {"doubled": torch.tensor([2.0])}, default="?") == "doubled"
+    assert diagnose(out, {"broken": lambda: 1 / 0, "tripled": [3.0]}, default="unknown") == "unknown"
+
+
+# --- check_char_tokenizer -----------------------------------------------------------------------
+class UnsortedVocab(CharTokenizer):
+    def __init__(self, text):
+        super().__init__(text)
+        self._set_vocab(list(dict.fromkeys(text)))  # order of first appearance
+
+
+class DecodeWithSpaces(CharTokenizer):
+    def decode(self, ids):
+        return " ".join(self.itos[i] for i in ids)
+
+
+class DecodeToList(CharTokenizer):
+    def decode(self, ids):
+        return [self.itos[i] for i in ids]
+
+
+class UnknownRaisesKeyError(CharTokenizer):
+    def encode(self, text):
+        return [self.stoi[ch] for ch in text]
+
+
+class UnknownSkipped(CharTokenizer):
+    def encode(self, text):
+        return [self.stoi[ch] for ch in text if ch in self.stoi]
+
+
+class UnknownNotNamed(CharTokenizer):
+    def encode(self, text):
+        if set(text) - self.stoi.keys():
+            raise ValueError("bad input")
+        return super().encode(text)
+
+
+class StubTokenizer:
+    def __init__(self, text):
+        raise NotImplementedError
+
+
+class StubEncode(CharTokenizer):
+    def encode(self, text):
+        raise NotImplementedError
+
+
+def test_char_tokenizer_reference_passes():
+    result = check_char_tokenizer(CharTokenizer)
+    assert result.passed and len(result.findings) == 4
+
+
+def test_char_tokenizer_stub_fails():
+    result = check_char_tokenizer(StubTokenizer)
+    assert not result.passed and has(result, "StubTokenizer(text): not written yet")
+    assert has(check_char_tokenizer(StubEncode), "encode('hello'): not written yet")
+
+
+def test_char_tokenizer_diagnoses_unsorted_vocabulary():
+    assert has(check_char_tokenizer(UnsortedVocab), "the vocabulary is not sorted")
+
+
+def test_char_tokenizer_diagnoses_decode_joined_with_spaces():
+    assert has(check_char_tokenizer(DecodeWithSpaces), "join with '' (an empty string), not ' '")
+    assert has(check_char_tokenizer(DecodeToList), "decode returned a list")
+
+
+def test_char_tokenizer_diagnoses_unknown_character_handling():
+    assert has(check_char_tokenizer(UnknownRaisesKeyError), "raises KeyError")
+    assert has(check_char_tokenizer(UnknownSkipped), "raise ValueError instead of skipping")
+    assert has(check_char_tokenizer(UnknownNotNamed), "should list the unknown characters")
+
+
+def test_char_tokenizer_missing_method_is_one_line():
+    class NoVocabSize:
+        def __init__(self, text):
+            pass
+
+    result = check_char_tokenizer(NoVocabSize)
+    assert result.problems == [
+        "vocab_size raised AttributeError: 'NoVocabSize' object has no attribute 'vocab_size'"
+    ]
+
+
+# --- check_get_batch ----------------------------------------------------------------------------
+def batch_from(data, starts, block_size):
+    x = torch.stack([data[i : i + block_size] for i in starts])
+    y = torch.stack([data[i + 1 : i + block_size + 1] for i in starts])
+    return x, y
+
+
+def targets_not_shifted(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    x, _ = batch_from(data, starts, block_size)
+    return x, x.clone()
+
+
+def runs_off_the_end(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size + 1, (batch_size,), generator=generator)
+    return batch_from(data, starts, block_size)
+
+
+def starts_anywhere(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data), (batch_size,), generator=generator)
+    return batch_from(data, starts, block_size)
+
+
+def last_window_never_picked(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size - 1, (batch_size,), generator=generator)
+    return batch_from(data, starts, block_size)
+
+
+def ignores_generator(data, block_size, batch_size, generator=None):
+    starts = torch.randint(len(data) - block_size, (batch_size,))
+    return batch_from(data, starts, block_size)
+
+
+def stub_get_batch(data, block_size, batch_size, generator=None):
+    raise NotImplementedError
+
+
+def test_get_batch_reference_passes():
+    result = check_get_batch(get_batch)
+    assert result.passed and len(result.findings) == 5
+
+
+def test_get_batch_stub_fails():
+    result = check_get_batch(stub_get_batch)
+    assert not result.passed and has(result, "not written yet")
+
+
+def test_get_batch_diagnoses_targets_not_shifted():
+    assert has(check_get_batch(targets_not_shifted), "y equals x: the targets are not shifted")
+
+
+def test_get_batch_diagnoses_windows_off_the_end():
+    assert has(check_get_batch(runs_off_the_end), "some windows run off the end")
+    assert has(check_get_batch(starts_anywhere), "some windows run off the end")
+
+
+def test_get_batch_diagnoses_last_window_never_picked():
+    result = check_get_batch(last_window_never_picked)
+    assert has(result, "the last possible window (start 5) is never picked")
+
+
+def test_get_batch_diagnoses_ignored_generator():
+    before = torch.get_rng_state()
+    assert has(check_get_batch(ignores_generator), "the generator is ignored")
+    assert torch.equal(torch.get_rng_state(), before)  # the checker leaves the global RNG alone
+
+
+def test_get_batch_wrong_return_is_one_line():
+    result = check_get_batch(lambda data, block_size, batch_size, generator=None: data)
+    assert result.problems == ["get_batch should return a pair (x, y), got Tensor"]
+
+
+# --- check_sliding_window_dataset ---------------------------------------------------------------
+class Windows:
+    """A configurable sliding-window dataset for planting mistakes."""
+
+    use_stride = True
+    extra_windows = 0  # +1: one window too many, -1: one too few
+    shift = 1
+
+    def __init__(self, token_ids, context_length, stride):
+        step = stride if self.use_stride else 1
+        last = len(token_ids) - context_length + self.extra_windows
+        self.starts = list(range(0, last, step))
+        self.ids, self.context_length = token_ids, context_length
+
+    def __len__(self):
+        return len(self.starts)
+
+    def __getitem__(self, i):
+        s = self.starts[i]
+        return self.ids[s : s + self.context_length], self.ids[s + self.shift : s + self.shift + self.context_length]
+
+
+class StrideIgnored(Windows):
+    use_stride = False
+
+
+class NotShifted(Windows):
+    shift = 0
+
+
+class OneTooMany(Windows):
+    extra_windows = 1
+
+
+class OneTooFew(Windows):
+    extra_windows = -1
+
+
+class ShiftedByTwo(Windows):
+    shift = 2
+
+
+class StubDataset:
+    def __init__(self, token_ids, context_length, stride):
+        raise NotImplementedError
+
+
+def test_sliding_window_reference_passes():
+    assert check_sliding_window_dataset(SlidingWindowDataset).passed
+    assert check_sliding_window_dataset(Windows).passed  # the planting helper is right by default
+
+
+def test_sliding_window_stub_fails():
+    result = check_sliding_window_dataset(StubDataset)
+    assert not result.passed and has(result, "not written yet")
+
+
+def test_sliding_window_diagnoses_ignored_stride():
+    assert has(check_sliding_window_dataset(StrideIgnored), "stride seems ignored")
+
+
+def test_sliding_window_diagnoses_targets_not_shifted():
+    assert has(check_sliding_window_dataset(NotShifted), "targets equal inputs")
+    assert has(check_sliding_window_dataset(ShiftedByTwo), "the inputs are right but the targets are not")
+
+
+def test_sliding_window_diagnoses_off_by_one_length():
+    assert has(check_sliding_window_dataset(OneTooMany), "too many windows")
+    assert has(check_sliding_window_dataset(OneTooFew), "too few windows")
+
+
+def test_sliding_window_bad_item_is_one_line():
+    class ReturnsOne(Windows):
+        def __getitem__(self, i):
+            return super().__getitem__(i)[0]
+
+    result = check_sliding_window_dataset(ReturnsOne)
+    assert result.problems == [
+        "ReturnsOne(ids, context_length=4, stride=4)[i] should return a pair (input_ids, target_ids)"
+    ]
