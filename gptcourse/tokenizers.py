@@ -35,9 +35,7 @@ class CharTokenizer:
 
         The order is kept as given, so every character gets back exactly its saved id.
         """
-        if isinstance(chars, str):
-            chars = list(chars)
-        chars = list(chars)
+        chars = list(chars)  # a string works too: one character per item
         if not chars:
             raise ValueError("chars is empty: pass the saved vocabulary, tokenizer.chars")
         bad = [c for c in chars if not (isinstance(c, str) and len(c) == 1)]
@@ -75,7 +73,7 @@ class CharTokenizer:
             ids = ids.tolist()
         # Integral covers Python ints and NumPy integers; bool is an int but never an id.
         ids = [int(i) if isinstance(i, Integral) and not isinstance(i, bool) else i for i in ids]
-        bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool) or i not in self.itos]
+        bad = [i for i in ids if type(i) is not int or i not in self.itos]
         if bad:
             raise ValueError(
                 f"ids contain {len(bad)} value(s) that are not integer ids in "
