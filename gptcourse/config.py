@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from numbers import Real
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,14 @@ class GPTConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.drop_rate, Real) or isinstance(self.drop_rate, bool):
+            raise TypeError(f"drop_rate must be a number in [0, 1), got {self.drop_rate!r}")
         if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}")
+            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}: it is the "
+                             f"probability of zeroing a value (0.0 turns dropout off)")
+        for name in ("qkv_bias", "tie_weights", "use_sdpa"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.emb_dim % self.n_heads != 0:
             raise ValueError(
                 f"emb_dim={self.emb_dim} is not divisible by n_heads={self.n_heads}: every head gets "
@@ -35,6 +42,7 @@ class GPTConfig:
 
     @property
     def head_dim(self) -> int:
+        """Dimensions per attention head (emb_dim // n_heads)."""
         return self.emb_dim // self.n_heads
 
     def replace(self, **changes) -> GPTConfig:
@@ -46,6 +54,7 @@ class GPTConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (GPTConfig(**d) turns it back into a config)."""
         return dataclasses.asdict(self)
 
 
