@@ -1,0 +1,304 @@
+"""Checkers for chapter 3: the causal mask, one attention head, and splitting/merging heads."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..attention import causal_attention_weights, causal_mask, merge_heads, split_heads
+from . import Check, close, diagnose, shape_of
+
+NOT_WRITTEN = "not written yet. Replace `raise NotImplementedError` with your code."
+NEG_INF = float("-inf")
+
+
+# --- known mistakes, as code ---------------------------------------------------------------------
+def _allowed(T: int, kind: str) -> torch.Tensor:
+    """Which (query, key) pairs a mask lets through: the right one and some wrong ones."""
+    ones = torch.ones(T, T, dtype=torch.bool)
+    return {"causal": causal_mask(T), "no diagonal": torch.tril(ones, diagonal=-1),
+            "one ahead": torch.tril(ones, diagonal=1), "upper": torch.triu(ones), "none": ones}[kind]
+
+
+def _weights(scores: torch.Tensor, mask: str = "causal", fill: float = NEG_INF,
+             after: bool = False, dim: int = -1) -> torch.Tensor:
+    """Masked softmax of `scores` (..., T, T), with one deliberate change when asked."""
+    allowed = _allowed(scores.size(-1), mask)
+    if after:  # softmax first, then mask: rows no longer sum to 1
+        return torch.softmax(scores, dim=dim).masked_fill(~allowed, fill)
+    return torch.softmax(scores.masked_fill(~allowed, fill), dim=dim)
+
+
+HIDES_DIAGONAL = ("a token cannot see itself: the mask hides the diagonal. Keep it with "
+                  "torch.tril(torch.ones(T, T)) (diagonal=0), so token t sees tokens 0..t")
+MASK_MISTAKES: dict[str, dict] = {
+    "masking after the softmax: the weights left no longer sum to 1. Fill the masked *scores* "
+    "with float('-inf') first, then take the softmax": dict(after=True, fill=0.0),
+    "masking after the softmax with -inf: mask the scores first, then take the softmax":
+        dict(after=True),
+    HIDES_DIAGONAL: dict(mask="no diagonal"),
+    HIDES_DIAGONAL + " (with a finite fill value the first row even spreads over the future)":
+        dict(mask="no diagonal", fill=-1e9),
+    "tokens see the future: nothing is masked. Fill the scores above the diagonal with "
+    "float('-inf') before the softmax": dict(mask="none"),
+    "the mask is flipped: tokens see the future and not the past. Keep the lower triangle "
+    "(torch.tril), where key <= query": dict(mask="upper"),
+    "tokens see one step into the future: the mask keeps one diagonal too many. Use "
+    "torch.tril(torch.ones(T, T)) with the default diagonal=0": dict(mask="one ahead"),
+    "masked scores were set to 0, not -inf: exp(0) = 1, so future tokens still get weight. "
+    "Use float('-inf')": dict(fill=0.0),
+    "softmax over the wrong dimension: columns sum to 1. Use dim=-1, so each row (one query) "
+    "is a distribution over the keys": dict(dim=-2),
+}
+
+
+def _attempt(check: Check, what: str, fn, *args, known: dict[str, str] | None = None):
+    """Call learner code; a known error message fragment becomes a diagnosis."""
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        check.stop(f"{what}: {NOT_WRITTEN}")
+    except Exception as exc:
+        for fragment, diagnosis in (known or {}).items():
+            if fragment in str(exc):
+                check.stop(f"{what} raised {type(exc).__name__}: {diagnosis}")
+        check.stop(f"{what} raised {type(exc).__name__}: {exc}")
+
+
+def _tensor_of_shape(check: Check, value, shape: tuple, what: str, hint: str = "") -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        check.stop(f"{what} returned {type(value).__name__}: return a tensor")
+    if tuple(value.shape) != shape:
+        check.stop(f"{what} has shape {shape_of(value)}, expected {shape}{hint}")
+    return value
+
+
+def _nan_hint(out: torch.Tensor) -> str | None:
+    if torch.isnan(out).any() or torch.isinf(out).any():
+        return ("the output holds NaN or inf: some row has every score masked (" + HIDES_DIAGONAL
+                + "), or -inf was used after the softmax")
+    return None
+
+
+# --- the causal mask -----------------------------------------------------------------------------
+def check_causal_weights(causal_weights_fn) -> Check:
+    """Check causal_weights(scores) -> softmax over the last dim with the future masked out."""
+    with Check("causal_weights") as check, torch.random.fork_rng(devices=[]):
+        gen = torch.Generator().manual_seed(0)
+        scores = torch.randn(6, 6, generator=gen) * 2
+        original = scores.clone()
+        out = _attempt(check, "causal_weights(scores)", causal_weights_fn, scores)
+        out = _tensor_of_shape(check, out, (6, 6), "causal_weights(scores) for (6, 6) scores",
+                               ": one weight per (query, key) pair")
+        if not torch.equal(scores, original):
+            check.fail("causal_weights changed the scores it was given (masked_fill_ with an "
+                       "underscore works in place): use scores.masked_fill(...), which returns a copy")
+        if not check.expect(close(out, _weights(original)),
+                            "(6, 6) scores: every row sums to 1, nothing above the diagonal (no "
+                            "token sees the future), and each token sees itself"):
+            mistakes = {msg: (lambda kw=kw: _weights(original, **kw)) for msg, kw in MASK_MISTAKES.items()}
+            check.stop(diagnose(out, mistakes, default=_nan_hint(out) or _property_problem(out)))
+        batch = torch.randn(2, 3, 5, 5, generator=gen)
+        out = _attempt(check, "causal_weights(scores) on a batch of shape (2, 3, 5, 5)",
+                       causal_weights_fn, batch, known={"must match the size": (
+                           "it works on one (T, T) matrix but not on a batch: take T from "
+                           "scores.size(-1) and the softmax over dim=-1")})
+        if isinstance(out, torch.Tensor) and close(out, _weights(batch)):
+            check.ok("a batch of shape (2, 3, 5, 5) works too: the mask broadcasts over batch and heads")
+        else:
+            check.fail("a batch of scores of shape (2, 3, 5, 5) gives wrong weights: take T from "
+                       "scores.size(-1) and use the softmax over dim=-1 (the last one), not dim=1")
+        # Softmax ignores a shift of every score, so these must give the usual weights; a finite
+        # fill value above the scores lets the future take over.
+        low = torch.randn(4, 4, generator=gen) - 1000
+        out = _attempt(check, "causal_weights(scores near -1000)", causal_weights_fn, low)
+        check.expect(isinstance(out, torch.Tensor) and close(out, _weights(low)),
+                     "scores near -1000 stay masked too",
+                     "with scores near -1000 the future gets weight: a finite fill value such as "
+                     "-100 is larger than the scores. Use float('-inf')")
+    return check
+
+
+def _property_problem(w: torch.Tensor) -> str:
+    if not torch.allclose(w.sum(dim=-1), torch.ones(w.shape[:-1]), atol=1e-5):
+        return "rows do not sum to 1: take the softmax over dim=-1 after masking the scores"
+    future = w.triu(diagonal=1)
+    if 0 < future.abs().max() < 0.01:
+        return ("the future still gets a little weight: a finite fill value such as -10 is not "
+                "small enough. Use float('-inf')")
+    if (future != 0).any():
+        return "weights above the diagonal are not zero: tokens can see the future"
+    if (w.diagonal(dim1=-2, dim2=-1) == 0).any():
+        return HIDES_DIAGONAL
+    return "the weights differ from softmax(scores masked with -inf above the diagonal)"
+
+
+# --- one head ----------------------------------------------------------------------------------------
+D_IN, HEAD_SIZE, CONTEXT = 32, 4, 8  # sqrt(32), 4 and sqrt(4) all differ: scale mistakes show
+SCALE_MISTAKES = {
+    "no scaling: divide the scores by sqrt(head_size), or the softmax gets too peaky as heads grow": 1.0,
+    "scaled by the embedding size: use sqrt(head_size) (the size of q and k), not sqrt(d_in)":
+        math.sqrt(D_IN),
+    "divided by head_size: divide by its square root, math.sqrt(head_size)": float(HEAD_SIZE),
+}
+
+
+def check_head(head_class) -> Check:
+    """Check a learner's Head(d_in, head_size, context_length, dropout) against the formula."""
+    with Check("Head") as check, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        head = _attempt(check, f"Head({D_IN}, {HEAD_SIZE}, {CONTEXT}, dropout=0.0)",
+                        head_class, D_IN, HEAD_SIZE, CONTEXT, 0.0)
+        if not isinstance(head, nn.Module):
+            check.stop(f"Head(...) made a {type(head).__name__}: write `class Head(nn.Module)` "
+                       f"and call super().__init__() first")
+        projections = _check_projections(check, head)
+        _check_mask_buffer(check, head)
+        x = torch.randn(2, CONTEXT, D_IN, generator=torch.Generator().manual_seed(1)) * 2
+        head.eval()
+        out = _attempt(check, "head(x)", head, x)
+        looks_like_weights = isinstance(out, torch.Tensor) and out.shape == (2, CONTEXT, CONTEXT)
+        out = _tensor_of_shape(check, out, (2, CONTEXT, HEAD_SIZE), "head(x)",
+                               ": return weights @ v, not the weights" if looks_like_weights
+                               else ": (batch, tokens, head_size)")
+        with torch.no_grad():
+            q, k, v = (p(x) for p in projections)
+            scores = q @ k.transpose(-2, -1)
+            expected = causal_attention_weights(q, k, causal_mask(CONTEXT)) @ v  # the reference
+        if not close(out, expected):
+            mistakes = {msg: (lambda s=s: _weights(scores / s) @ v) for msg, s in SCALE_MISTAKES.items()}
+            mistakes |= {msg: (lambda kw=kw: _weights(scores / math.sqrt(HEAD_SIZE), **kw) @ v)
+                         for msg, kw in MASK_MISTAKES.items()}
+            mistakes["scores are k @ q^T: use q @ k.transpose(-2, -1), queries in the rows"] = (
+                lambda: _weights(scores.transpose(-2, -1) / math.sqrt(HEAD_SIZE)) @ v)
+            check.stop(diagnose(out, mistakes, default=_leak(head, x) or _nan_hint(out) or
+                                "the output differs from softmax(masked q @ k^T / sqrt(head_size)) @ v"))
+        check.ok("head(x) matches softmax(q k^T / sqrt(head_size), future masked) @ v")
+        short = _attempt(check, "head(x) with 5 tokens (fewer than context_length)", head, x[:, :5],
+                         known={"must match the size": "cut the mask to the input's length: "
+                                "self.mask[:T, :T] with T = x.size(1)"})
+        check.expect(close(short, expected[:, :5]), "works on sequences shorter than context_length",
+                     "with 5 tokens the output differs: cut the mask with self.mask[:T, :T]")
+        _check_dropout(check, head_class, x, out)
+    return check
+
+
+def _check_projections(check: Check, head) -> list[nn.Module]:
+    projections = [getattr(head, name, None) for name in ("query", "key", "value")]
+    if any(getattr(p, "weight", None) is None or not callable(p) for p in projections):
+        check.stop("name the projections self.query, self.key and self.value "
+                   "(nn.Linear(d_in, head_size, bias=False)) so the checker can follow them")
+    for name, p in zip(("query", "key", "value"), projections):
+        if tuple(p.weight.shape) != (HEAD_SIZE, D_IN):
+            check.stop(f"self.{name}.weight has shape {shape_of(p.weight)}, expected "
+                       f"{(HEAD_SIZE, D_IN)}: use nn.Linear(d_in, head_size, bias=False)")
+    check.expect(all(getattr(p, "bias", None) is None for p in projections),
+                 "query, key and value are nn.Linear(d_in, head_size) without bias",
+                 "query/key/value have a bias: the head uses nn.Linear(d_in, head_size, bias=False)")
+    return projections
+
+
+def _check_mask_buffer(check: Check, head: nn.Module) -> None:
+    if any(p.shape == (CONTEXT, CONTEXT) for p in head.parameters()):
+        check.fail("the mask is an nn.Parameter, so the optimizer would train it: register it with "
+                   "self.register_buffer('mask', torch.tril(...)) instead")
+    elif not any(b.shape == (CONTEXT, CONTEXT) for b in head.buffers()):
+        check.fail("no (context_length, context_length) buffer found: register the mask with "
+                   "self.register_buffer('mask', torch.tril(torch.ones(context_length, context_length)))")
+    else:
+        check.ok("the mask is a (context_length, context_length) buffer: it moves with .to(device) "
+                 "and is never trained")
+
+
+def _leak(head: nn.Module, x: torch.Tensor) -> str | None:
+    """A diagnosis if changing token 5 changes the output of an earlier token."""
+    changed = x.clone()
+    changed[:, 5] = torch.randn(2, D_IN, generator=torch.Generator().manual_seed(2)) * 3
+    try:
+        leaks = not close(head(x)[:, :5], head(changed)[:, :5])
+    except Exception:  # the learner's head already failed once; no second diagnosis
+        return None
+    return ("changing token 5 changed the outputs of earlier tokens: they can see the future. "
+            "Mask every score above the diagonal") if leaks else None
+
+
+def _check_dropout(check: Check, head_class, x: torch.Tensor, no_dropout_out: torch.Tensor) -> None:
+    torch.manual_seed(0)  # the same initial weights as the head above
+    head = _attempt(check, f"Head({D_IN}, {HEAD_SIZE}, {CONTEXT}, dropout=0.5)",
+                    head_class, D_IN, HEAD_SIZE, CONTEXT, 0.5)
+    head.eval()
+    first = _attempt(check, "head(x) in eval mode", head, x)
+    again = head(x)
+    if not (close(first, again) and close(first, no_dropout_out)):
+        check.stop("dropout is active in eval mode: use self.dropout = nn.Dropout(dropout) (a module "
+                   "that model.eval() switches off), not F.dropout(..., training=True)")
+    check.ok("in eval mode nothing is dropped: the output is the same as without dropout")
+    head.train()
+    dropped = head(x)
+    if close(dropped, first):
+        check.fail("with dropout=0.5 in training mode nothing changed: apply self.dropout to the "
+                   "attention weights (after the softmax, before @ v)")
+    elif torch.all(torch.isclose(dropped, 2 * first) | (dropped == 0)):
+        check.fail("dropout is applied to the head's output: apply it to the attention weights, "
+                   "after the softmax and before @ v")
+    else:
+        check.ok("in training mode dropout drops attention weights")
+
+
+# --- splitting and merging heads ---------------------------------------------------------------------
+def _split_mistakes(x: torch.Tensor, nh: int) -> dict[str, torch.Tensor]:
+    B, T, C = x.shape
+    hd = C // nh
+    split = x.view(B, T, nh, hd)
+    found = {"heads are not moved before tokens: add .transpose(1, 2) after the view": split}
+    for i in range(4):
+        for j in range(i + 1, 4):
+            if (i, j) != (1, 2):
+                found[f"transposed the wrong dimensions ({i}, {j}) of the (B, T, num_heads, head_dim) "
+                      f"view: swap dims 1 and 2 (tokens and heads) with .transpose(1, 2)"] = split.transpose(i, j)
+    found["viewed straight as (B, num_heads, T, head_dim): that mixes features of different tokens. "
+          "View as (B, T, num_heads, head_dim) first, then .transpose(1, 2)"] = x.reshape(B, nh, T, hd)
+    found["head h got features h, h + num_heads, ... (interleaved): view the last dimension as "
+          "(num_heads, head_dim), not (head_dim, num_heads)"] = x.view(B, T, hd, nh).permute(0, 3, 1, 2)
+    return found
+
+
+NOT_CONTIGUOUS = {"view size is not compatible": (
+    "after .transpose the tensor is not contiguous, so .view fails: call .contiguous() "
+    "before .view (or use .reshape)")}
+
+
+def check_split_merge(split_fn, merge_fn) -> Check:
+    """Check split_heads(x, num_heads): (B, T, C) -> (B, nh, T, hd) and merge_heads back."""
+    with Check("split_heads / merge_heads") as check:
+        for B, T, nh, hd in [(2, 5, 3, 4), (1, 3, 2, 6)]:
+            x = torch.arange(B * T * nh * hd, dtype=torch.float).view(B, T, nh * hd)
+            what = f"split_heads(x of shape {(B, T, nh * hd)}, num_heads={nh})"
+            out = _attempt(check, what, split_fn, x, nh)
+            if not isinstance(out, torch.Tensor):
+                check.stop(f"{what} returned {type(out).__name__}: return a tensor")
+            if not close(out, split_heads(x, nh)):
+                check.stop(diagnose(out, _split_mistakes(x, nh), default=(
+                    f"{what} gave shape {shape_of(out)}, expected (B, num_heads, T, head_dim) = "
+                    f"{(B, nh, T, hd)} with head h holding features h*head_dim:(h+1)*head_dim")))
+            check.ok(f"{what} has shape {(B, nh, T, hd)}, and head h holds its own slice of features")
+        y = torch.arange(2 * 3 * 5 * 4, dtype=torch.float).view(2, 3, 5, 4)  # (B, nh, T, hd)
+        out = _attempt(check, "merge_heads(y of shape (2, 3, 5, 4))", merge_fn, y, known=NOT_CONTIGUOUS)
+        if not (isinstance(out, torch.Tensor) and close(out, merge_heads(y))):
+            mistakes = {"merged without moving heads back behind tokens: .transpose(1, 2) first, "
+                        "then .contiguous().view(B, T, C)": y.reshape(2, 5, 12)}
+            for i, j in [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]:
+                mistakes[f"transposed the wrong dimensions ({i}, {j}): undo the split with "
+                         f".transpose(1, 2)"] = y.transpose(i, j).reshape(2, 5, 12)
+            check.stop(diagnose(out, mistakes, default=(
+                f"merge_heads gave {shape_of(out)}, expected (B, T, num_heads * head_dim) = (2, 5, 12) "
+                f"with the heads side by side for each token")))
+        check.ok("merge_heads puts the heads side by side again: (2, 3, 5, 4) -> (2, 5, 12)")
+        x = torch.randn(2, 5, 12)
+        back = _attempt(check, "merge_heads(split_heads(x, 3))", lambda: merge_fn(split_fn(x, 3)),
+                        known=NOT_CONTIGUOUS)
+        check.expect(close(back, x), "merge_heads(split_heads(x)) gives x back",
+                     "merge_heads(split_heads(x)) does not give x back: merge must undo split exactly")
+    return check
