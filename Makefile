@@ -5,13 +5,18 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Notebook kernels must draw figures inline (a stray MPLBACKEND=Agg would drop them from the outputs).
+unexport MPLBACKEND
 
 .PHONY: lab test lint exercises execute clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -c constraints.txt -e ".[dev]"
+	# torch through pip (it honours a local CPU wheel where one is configured), then the rest
+	# through uv, which installs the many small packages several times faster than pip.
+	$(PY) -m pip install --quiet -c constraints.txt torch uv
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -c constraints.txt -e ".[dev]" \
+	  || $(PY) -m pip install -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 lab: $(STAMP)
