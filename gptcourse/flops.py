@@ -94,9 +94,9 @@ def flop_counter_flops(cfg: GPTConfig, batch_size: int = 1, seq_len: int | None 
 
     On the "meta" device tensors have shapes but no values, so nothing is computed and even
     GPT-2 XL is counted in seconds. Returns {"total": ..., "aten.mm": ..., ...} (by operator).
-    On real CPU tensors, F.scaled_dot_product_attention runs a fused kernel that FlopCounterMode
-    has no formula for (torch 2.13), so with use_sdpa=True the attention matmuls go uncounted;
-    on "meta" it falls back to plain matmuls, which are counted.
+    With use_sdpa=True on real CPU tensors and no dropout, F.scaled_dot_product_attention runs a
+    fused kernel that FlopCounterMode has no formula for (torch 2.13), so the attention matmuls
+    go uncounted; on "meta" (or with dropout) it falls back to plain matmuls, which are counted.
     """
     T, B = _seq_len(cfg, seq_len), _positive("batch_size", batch_size)
     with torch.device(device):
