@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from numbers import Real
+
 import torch
 
+from .tokenizers import text_to_token_ids, token_ids_to_text
 from .train import logits_of
 
 
@@ -14,7 +18,10 @@ def _check_prompt(idx: torch.Tensor, max_new_tokens: int) -> None:
                          f"add a batch dimension with idx.unsqueeze(0)")
     if idx.size(1) == 0:
         raise ValueError("the prompt is empty: give at least one token to start from")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+    if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}; "
+                         f"encode text with text_to_token_ids(text, tokenizer)")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
 
 
@@ -24,7 +31,7 @@ def _context_size(model: torch.nn.Module, context_size: int | None) -> int:
         if cfg is None:
             raise ValueError("context_size is needed for a model without a .cfg")
         return cfg.context_length
-    if not isinstance(context_size, int) or context_size < 1:
+    if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 1:
         raise ValueError(f"context_size must be a positive int, got {context_size!r}")
     return context_size
 
@@ -45,58 +52,91 @@ def generate_text_simple(model: torch.nn.Module, idx: torch.Tensor, max_new_toke
     return idx
 
 
+def _check_temperature(temperature) -> None:
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature) \
+            or temperature < 0:
+        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
+
+
+def _check_top_k(top_k, vocab_size: int | None) -> None:
+    if top_k is None:
+        return
+    upper = vocab_size if vocab_size is not None else "the vocabulary size"
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1 \
+            or (vocab_size is not None and top_k > vocab_size):
+        raise ValueError(f"top_k must be None (no filter) or an int between 1 and {upper}, got {top_k!r}")
+
+
 def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Keep the `top_k` largest logits in each row; set the rest to -inf so softmax gives them 0."""
-    kth_largest = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-    return logits.masked_fill(logits < kth_largest, float("-inf"))
+    """Keep exactly the `top_k` largest logits in each row; set the rest to -inf so softmax gives them 0."""
+    _check_top_k(top_k, logits.size(-1))
+    keep = torch.topk(logits, top_k, dim=-1).indices                       # (..., k)
+    # -inf, not 0: exp(-inf) = 0 removes a token, while a logit of 0 would still give it a chance.
+    filtered = torch.full_like(logits, float("-inf"))
+    return filtered.scatter(-1, keep, logits.gather(-1, keep))
 
 
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Pick the next id from (B, V) logits: argmax at temperature 0, else sample."""
+    """Pick the next id from (B, V) logits: argmax at temperature 0 (or top_k=1), else sample."""
+    _check_temperature(temperature)
+    _check_top_k(top_k, logits.size(-1))
+    if temperature == 0 or top_k == 1:
+        return logits.argmax(dim=-1, keepdim=True)                          # (B, 1)
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
-    if temperature == 0.0:
-        return logits.argmax(dim=-1, keepdim=True)
     # Dividing the logits (not the probabilities) sharpens (<1) or flattens (>1) the softmax.
-    probs = torch.softmax(logits / temperature, dim=-1)
-    return torch.multinomial(probs, num_samples=1, generator=generator)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)           # (B, V)
+    if generator is not None and generator.device != probs.device:
+        # Sample where the generator lives, so a seed gives the same text on CPU and GPU.
+        return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(logits.device)
+    return torch.multinomial(probs, num_samples=1, generator=generator)   # (B, 1)
 
 
 @torch.no_grad()
 def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
              context_size: int | None = None, temperature: float = 0.0, top_k: int | None = None,
              eos_id: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Generate up to `max_new_tokens` ids after the prompt `idx` (B, T).
+    """Generate up to `max_new_tokens` ids after the prompt `idx` (B, T); returns prompt + new ids.
 
     temperature 0 is greedy; top_k keeps only the k most likely tokens; generation stops early
-    when every sequence has produced `eos_id`.
+    once every sequence has produced `eos_id` (sequences that ended are padded with eos_id).
     """
     _check_prompt(idx, max_new_tokens)
     context_size = _context_size(model, context_size)
-    if not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
-    vocab_size = None
-    if top_k is not None:
-        cfg = getattr(model, "cfg", None)
-        vocab_size = getattr(cfg, "vocab_size", None)
-        if not isinstance(top_k, int) or top_k < 1 or (vocab_size is not None and top_k > vocab_size):
-            upper = vocab_size if vocab_size is not None else "the vocabulary size"
-            raise ValueError(f"top_k must be an int between 1 and {upper}, got {top_k!r}")
+    _check_temperature(temperature)
+    vocab_size = getattr(getattr(model, "cfg", None), "vocab_size", None)
+    _check_top_k(top_k, vocab_size)
+    if eos_id is not None and (isinstance(eos_id, bool) or not isinstance(eos_id, int) or eos_id < 0
+                               or (vocab_size is not None and eos_id >= vocab_size)):
+        raise ValueError(f"eos_id must be None or a token id in 0..{vocab_size or 'vocab_size'} - 1, "
+                         f"got {eos_id!r}")
+    param = next(model.parameters(), None)
+    if param is not None:
+        idx = idx.to(param.device)  # the prompt goes where the model is
     was_training = model.training
     model.eval()
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):
-        logits = logits_of(model(idx[:, -context_size:]))[:, -1, :]  # (B, V)
-        if top_k is not None and top_k > logits.size(-1):
-            raise ValueError(f"top_k must be an int between 1 and {logits.size(-1)}, got {top_k!r}")
+        logits = logits_of(model(idx[:, -context_size:]))[:, -1, :]  # (B, V): the last position
         next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1)
         if eos_id is not None:
             # Sequences that already ended keep producing eos, so the batch stays rectangular.
-            next_id = torch.where(finished.unsqueeze(1), torch.full_like(next_id, eos_id), next_id)
+            next_id = next_id.masked_fill(finished.unsqueeze(1), eos_id)
             finished |= next_id.squeeze(1) == eos_id
         idx = torch.cat([idx, next_id], dim=1)
         if eos_id is not None and bool(finished.all()):
             break
     model.train(was_training)
     return idx
+
+
+def generate_text(model: torch.nn.Module, tokenizer, prompt: str, max_new_tokens: int,
+                  temperature: float = 0.0, top_k: int | None = None, seed: int | None = None,
+                  eos_id: int | None = None) -> str:
+    """Text in, text out: encode `prompt`, generate, decode prompt + continuation."""
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    idx = text_to_token_ids(prompt, tokenizer)
+    out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                   eos_id=eos_id, generator=generator)
+    return token_ids_to_text(out.cpu(), tokenizer)

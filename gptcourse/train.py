@@ -1,16 +1,18 @@
 """Training utilities shared by every chapter: the loss of a batch, loss estimates, a simple loop.
 
 Models may return either logits of shape (B, T, vocab) or a tuple (logits, loss) as the
-bigram model does; `calc_loss_batch` accepts both.
+bigram model does; `calc_loss_batch` accepts both. The full training loop of chapter 6
+(AdamW, warm-up + cosine schedule, clipping, checkpoints) is in `gptcourse.trainer`.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import get_batch
+from .data import create_dataloader, get_batch
 
 
 def logits_of(output) -> torch.Tensor:
@@ -23,6 +25,38 @@ def calc_loss_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) ->
     logits = logits_of(model(x))  # (B, T, V)
     # cross_entropy wants (N, V) scores and (N,) targets, so fold batch and time together.
     return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+
+@torch.no_grad()
+def calc_loss_loader(model: torch.nn.Module, data_loader: DataLoader, num_batches: int | None = None,
+                     device: str | torch.device = "cpu") -> float:
+    """Mean loss per token over the first `num_batches` batches of a loader (all of them if None).
+
+    Runs in eval mode (no dropout) and without gradients, then restores the model's mode.
+    """
+    if num_batches is not None and (not isinstance(num_batches, int) or num_batches < 1):
+        raise ValueError(f"num_batches must be None (all) or an int >= 1, got {num_batches!r}")
+    if len(data_loader) == 0:
+        raise ValueError("data_loader has no batches: use more data or a smaller batch size")
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for i, (x, y) in enumerate(data_loader):
+        if num_batches is not None and i >= num_batches:
+            break
+        # Weight each batch by its size, so a smaller last batch counts for what it holds.
+        total += calc_loss_batch(model, x.to(device), y.to(device)).item() * y.numel()
+        count += y.numel()
+    model.train(was_training)
+    return total / count
+
+
+def split_loss(model: torch.nn.Module, data: torch.Tensor, block_size: int, batch_size: int = 64,
+               device: str | torch.device = "cpu") -> float:
+    """The exact loss on a whole split: every non-overlapping window of `block_size` tokens, once."""
+    loader = create_dataloader(data, block_size, stride=block_size, batch_size=batch_size,
+                               shuffle=False, drop_last=False)
+    return calc_loss_loader(model, loader, device=device)
 
 
 @torch.no_grad()
@@ -96,7 +130,9 @@ def train_simple(
         loss.backward()
         optimizer.step()
         history["batch_loss"].append(loss.item())
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        # refresh=False: let tqdm redraw at its own rate, not on every step (3,000 widget updates
+        # flood a notebook's output channel, slow training and time out nbval under load).
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     _record(history, steps, estimate_loss(model, splits, block_size, batch_size, eval_iters,
                                           eval_gen, device))
     model.eval()

@@ -1,0 +1,326 @@
+"""The command line: `python -m gptcourse train | sample | data` (also installed as `gptcourse`)."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    model_from_checkpoint,
+    restore_state,
+    save_checkpoint,
+)
+from .config import PRESETS, GPTConfig, get_config
+from .data import (
+    TINY_SHAKESPEARE_PATH,
+    TINY_SHAKESPEARE_SHA256,
+    load_text,
+    tiny_shakespeare_path,
+    train_val_split,
+)
+from .device import DEVICE_CHOICES, pick_device
+from .download import DownloadError, data_dir, sha256_of
+from .generate import generate_text
+from .model import GPTModel, count_parameters
+from .tokenizers import CharTokenizer, gpt2_tokenizer
+from .trainer import TrainSettings, train
+
+DEFAULT_OUT = "runs/tinyshakespeare-char"
+# GPT-2's tokenizer files, as tiktoken names them in its cache (the sha1 of their URL).
+GPT2_FILES = [
+    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+]
+
+MAIN_HELP = """\
+Train a small GPT and sample text from it, on a laptop CPU or a GPU.
+
+Typical session:
+  gptcourse data                      download Tiny Shakespeare and GPT-2's tokenizer once
+  gptcourse train                     train the course's CPU model (a few minutes on a laptop)
+  gptcourse sample --prompt "ROMEO:"  write text with the trained model
+
+Each command has its own help, e.g. `gptcourse train --help`.
+`python -m gptcourse ...` works the same as `gptcourse ...`."""
+
+TRAIN_EPILOG = f"""\
+examples:
+  gptcourse train                                  the default run, saved in {DEFAULT_OUT}/
+  gptcourse train --max-iters 5000 --out runs/long a longer run in its own folder
+  gptcourse train --out runs/long --resume         continue it after a crash or Ctrl-C
+  gptcourse train --corpus my_poems.txt --out runs/poems   your own UTF-8 text file
+  gptcourse train --tokenizer gpt2 --out runs/bpe  GPT-2 tokens instead of characters
+  gptcourse train --device cuda --n-layers 6 --emb-dim 384 --n-heads 6 --context-length 256
+
+A checkpoint (weights, optimizer, step, history, random states) is written to OUT/ckpt.pt every
+--checkpoint-every steps and at the end, so an interrupted run loses at most that many steps."""
+
+SAMPLE_EPILOG = f"""\
+examples:
+  gptcourse sample                                   sample from {DEFAULT_OUT}/ckpt.pt
+  gptcourse sample --prompt "JULIET:" --temperature 0.8 --top-k 20 --seed 3
+  gptcourse sample --temperature 0                   greedy: always the most likely token
+
+Temperature divides the model's scores before the softmax: below 1 the text gets safer and more
+repetitive, above 1 more surprising and more garbled. Top-k only ever picks one of the k most
+likely next tokens."""
+
+# Flags that shape the model (GPTConfig fields) and the training (TrainSettings fields).
+MODEL_FLAGS = {"n_layers": int, "n_heads": int, "emb_dim": int, "context_length": int, "dropout": float}
+TRAIN_FLAGS = {  # name: (type, help)
+    "batch_size": (int, "windows of text per step"),
+    "lr": (float, "peak learning rate, reached after the warm-up"),
+    "min_lr": (float, "learning rate at the end of the cosine decay"),
+    "warmup_iters": (int, "steps of linear learning-rate warm-up"),
+    "weight_decay": (float, "AdamW weight decay (weight matrices only)"),
+    "grad_clip": (float, "largest allowed gradient norm (0: no clipping)"),
+    "eval_interval": (int, "estimate the train/val loss every N steps"),
+    "eval_iters": (int, "batches per loss estimate"),
+    "seed": (int, "random seed for the initial weights and the batch order"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gptcourse", description=MAIN_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    tr = commands.add_parser("train", help="train a GPT on a text corpus", epilog=TRAIN_EPILOG,
+                             description="Train a GPT from scratch (or continue a run with --resume).",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = tr.add_argument_group("what to train on")
+    what.add_argument("--corpus", default="tinyshakespeare", metavar="NAME_OR_FILE",
+                      help="'tinyshakespeare' (downloaded once) or the path of a UTF-8 text file")
+    what.add_argument("--tokenizer", choices=["char", "gpt2"], default="char",
+                      help="'char': one token per character; 'gpt2': GPT-2's BPE tokens (default: char)")
+    model = tr.add_argument_group("model size (a preset, optionally changed)")
+    model.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS),
+                       help="starting configuration (default: cpu-small, trains on a laptop CPU)")
+    model.add_argument("--n-layers", type=int, metavar="N", help="transformer blocks")
+    model.add_argument("--n-heads", type=int, metavar="N", help="attention heads per block")
+    model.add_argument("--emb-dim", type=int, metavar="N", help="size of each token's vector")
+    model.add_argument("--context-length", type=int, metavar="N", help="tokens the model sees at once")
+    model.add_argument("--dropout", type=float, metavar="P", help="dropout probability (0 for short runs)")
+    how = tr.add_argument_group("training (defaults: the course's CPU recipe)")
+    defaults = TrainSettings()
+    how.add_argument("--max-iters", type=int, metavar="N",
+                     help=f"optimizer steps in the whole run (default {defaults.max_iters})")
+    for name, (kind, text) in TRAIN_FLAGS.items():
+        how.add_argument("--" + name.replace("_", "-"), type=kind, metavar="N" if kind is int else "X",
+                         help=f"{text} (default {getattr(defaults, name)})")
+    run = tr.add_argument_group("where and how to run")
+    run.add_argument("--out", default=DEFAULT_OUT, metavar="FOLDER", help=f"folder for ckpt.pt (default {DEFAULT_OUT})")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run saved in --out (same data, model and settings)")
+    run.add_argument("--force", action="store_true", help="start afresh even if --out holds a run")
+    run.add_argument("--checkpoint-every", type=int, default=None, metavar="N",
+                     help="save every N steps (default: every eval interval)")
+    run.add_argument("--device", default="auto",
+                     help=f"one of {', '.join(DEVICE_CHOICES)} (auto: CUDA, then MPS, then CPU)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+    run.add_argument("--sample-tokens", type=int, default=200, metavar="N",
+                     help="show a sample of this many tokens at the end (0: none)")
+    run.add_argument("--step-delay", type=float, default=0.0, help=argparse.SUPPRESS)  # tests only
+    tr.set_defaults(func=cmd_train)
+
+    sa = commands.add_parser("sample", help="generate text with a trained model", epilog=SAMPLE_EPILOG,
+                             description="Generate text from a checkpoint.",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    sa.add_argument("--checkpoint", default=DEFAULT_OUT,
+                    help=f"a ckpt.pt file or the folder holding it (default {DEFAULT_OUT})")
+    sa.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    sa.add_argument("--tokens", type=int, default=500, help="how many tokens to add (default 500)")
+    sa.add_argument("--temperature", type=float, default=0.8,
+                    help="0 = greedy, <1 safer, >1 wilder (default 0.8)")
+    sa.add_argument("--top-k", type=int, default=None, help="only pick among the k likeliest tokens")
+    sa.add_argument("--seed", type=int, default=1337, help="same seed, same text (default 1337)")
+    sa.add_argument("--num-samples", type=int, default=1, help="how many samples (default 1)")
+    sa.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    sa.set_defaults(func=cmd_sample)
+
+    da = commands.add_parser("data", help="download everything once, for offline or classroom use",
+                             description="Download Tiny Shakespeare and GPT-2's tokenizer files into "
+                                         "their caches and verify them. Set GPTCOURSE_DATA_DIR and "
+                                         "TIKTOKEN_CACHE_DIR to choose the folders.")
+    da.set_defaults(func=cmd_data)
+    return parser
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def _gpt2():
+    try:
+        return gpt2_tokenizer()
+    except RuntimeError as exc:  # offline without the cached files: the message says what to do
+        raise UserError(str(exc)) from exc
+
+
+def _tiktoken_cache() -> Path:
+    """Where tiktoken keeps its files; the CLI puts them beside our data unless told otherwise."""
+    if not os.environ.get("TIKTOKEN_CACHE_DIR") and not os.environ.get("DATA_GYM_CACHE_DIR"):
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(data_dir() / "tiktoken-cache")
+    return Path(os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ["DATA_GYM_CACHE_DIR"])
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    path = data_dir() / TINY_SHAKESPEARE_PATH
+    had = path.is_file() and sha256_of(path) == TINY_SHAKESPEARE_SHA256
+    path = tiny_shakespeare_path()
+    print(f"Tiny Shakespeare: {'already there, verified' if had else 'downloaded and verified'}: {path}")
+    cache = _tiktoken_cache()
+    had = all((cache / hashlib.sha1(url.encode()).hexdigest()).is_file() for url in GPT2_FILES)
+    _gpt2()  # tiktoken checks the files' sha256 and downloads what is missing
+    print(f"GPT-2 tokenizer: {'already there, verified' if had else 'downloaded and verified'}: {cache}")
+    print("Offline later: set GPTCOURSE_DATA_DIR and TIKTOKEN_CACHE_DIR to these folders "
+          "(or copy them to another machine).")
+    return 0
+
+
+def _given(args: argparse.Namespace, flags: dict) -> dict:
+    return {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    ckpt_path = out / "ckpt.pt"
+    device = pick_device(args.device)
+    if args.tokenizer == "gpt2":
+        _tiktoken_cache()
+    if args.resume:
+        ckpt = load_checkpoint(ckpt_path)
+        run_info = ckpt["extra"]
+        changed = {**_given(args, MODEL_FLAGS), **_given(args, TRAIN_FLAGS)}
+        if changed:
+            raise ValueError(f"--resume continues the saved run with its own settings; drop "
+                             f"{', '.join('--' + k.replace('_', '-') for k in changed)} "
+                             f"(only --max-iters, --device and --checkpoint-every may change)")
+        cfg = GPTConfig(**ckpt["config"])
+        settings = TrainSettings(**ckpt["settings"])
+        if args.max_iters is not None and args.max_iters != settings.max_iters:
+            print(f"Extending the run from {settings.max_iters} to {args.max_iters} steps "
+                  f"(the learning-rate schedule stretches to the new end).")
+            settings = settings.replace(max_iters=args.max_iters)
+        tokenizer, text = _tokenizer_and_text(run_info["corpus"], run_info["tokenizer"], ckpt)
+    else:
+        if ckpt_path.exists() and not args.force:
+            raise ValueError(f"{ckpt_path} already holds a run: add --resume to continue it, "
+                             f"--force to start again from scratch, or choose another --out")
+        tokenizer, text = _tokenizer_and_text(args.corpus, args.tokenizer)
+        overrides = _given(args, MODEL_FLAGS)
+        if "dropout" in overrides:
+            overrides["drop_rate"] = overrides.pop("dropout")
+        cfg = get_config(args.preset, vocab_size=_vocab_size(tokenizer), **overrides)
+        chosen = _given(args, TRAIN_FLAGS)
+        if args.max_iters is not None:
+            chosen["max_iters"] = args.max_iters
+            if "warmup_iters" not in chosen and args.max_iters < TrainSettings.warmup_iters:
+                chosen["warmup_iters"] = args.max_iters // 10  # a short run gets a short warm-up
+        settings = TrainSettings(**chosen)
+        run_info = {"corpus": args.corpus, "tokenizer": args.tokenizer, "preset": args.preset}
+    ids = torch.tensor(_encode(tokenizer, text), dtype=torch.long)
+    train_ids, val_ids = train_val_split(ids, 0.9)
+    torch.manual_seed(settings.seed)  # the model's initial weights
+    model = GPTModel(cfg)
+    state = None
+    if args.resume:
+        load_model_state(model, ckpt)
+        model.to(device)
+        state = restore_state(ckpt, model, settings)
+        print(f"Resuming {ckpt_path} at step {state.step} of {settings.max_iters}.")
+    print(f"Model: {count_parameters(model) / 1e6:.2f}M parameters ({cfg.n_layers} layers, "
+          f"{cfg.n_heads} heads, emb_dim {cfg.emb_dim}, context {cfg.context_length}, "
+          f"vocab {cfg.vocab_size}); data: {len(train_ids):,} train / {len(val_ids):,} val tokens; "
+          f"device: {device}")
+
+    def save(s) -> None:
+        save_checkpoint(ckpt_path, model, s, settings=settings, tokenizer=tokenizer, extra=run_info)
+
+    def slow_down(_) -> None:
+        time.sleep(args.step_delay)
+
+    every = args.checkpoint_every if args.checkpoint_every is not None else settings.eval_interval
+    started = time.perf_counter()
+    state = train(model, train_ids, val_ids, settings, state=state, device=device,
+                  checkpoint_every=every, on_checkpoint=save,
+                  on_step=slow_down if args.step_delay > 0 else None, progress=not args.no_progress)
+    seconds = time.perf_counter() - started
+    h = state.history
+    print(f"Step {state.step}: train loss {h['train'][-1]:.4f}, val loss {h['val'][-1]:.4f} "
+          f"({seconds:.1f} s). Saved {ckpt_path}")
+    if args.sample_tokens > 0:
+        print("Sample (temperature 0.8):")
+        print(generate_text(model, tokenizer, "\n", args.sample_tokens, temperature=0.8,
+                            seed=settings.seed))
+    print(f"More text: gptcourse sample --checkpoint {out} --prompt \"ROMEO:\"")
+    return 0
+
+
+def _tokenizer_and_text(corpus: str, kind: str, ckpt: dict | None = None):
+    text = load_text(corpus)
+    if kind == "gpt2":
+        return _gpt2(), text
+    if ckpt is not None:
+        return CharTokenizer.from_vocab(ckpt["tokenizer"]), text
+    return CharTokenizer(text), text
+
+
+def _vocab_size(tokenizer) -> int:
+    return tokenizer.vocab_size if isinstance(tokenizer, CharTokenizer) else tokenizer.n_vocab
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    # The corpus is plain text: a literal "<|endoftext|>" in it is just characters.
+    return tokenizer.encode(text) if isinstance(tokenizer, CharTokenizer) else tokenizer.encode_ordinary(text)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.tokens < 0:
+        raise ValueError(f"--tokens must be >= 0, got {args.tokens}")
+    ckpt = load_checkpoint(args.checkpoint)
+    if ckpt.get("tokenizer") == "gpt2":
+        _tiktoken_cache()
+    model, tokenizer = model_from_checkpoint(ckpt, device=pick_device(args.device))
+    if tokenizer is None:
+        raise CheckpointError(f"{args.checkpoint} holds no tokenizer, so its ids cannot become text")
+    for i in range(args.num_samples):
+        if i:
+            print("\n" + "-" * 40)
+        print(generate_text(model, tokenizer, args.prompt, args.tokens, temperature=args.temperature,
+                            top_k=args.top_k, seed=args.seed + i))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors a user can fix print one line (no traceback) and return 1."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return args.func(args)
+    except (UserError, ValueError, FileNotFoundError, CheckpointError, DownloadError) as exc:
+        print(f"gptcourse {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\nInterrupted. Continue with: gptcourse train --out {getattr(args, 'out', '')} "
+              f"--resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

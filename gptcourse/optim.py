@@ -1,0 +1,66 @@
+"""The optimizer side of training: AdamW parameter groups and the warm-up + cosine learning rate."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+import torch.nn as nn
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Split the parameters in two AdamW groups: weight decay on the weight matrices only.
+
+    Biases, LayerNorm scales/shifts (all 1-D) and embedding tables get no decay: shrinking them
+    towards 0 does not make the model simpler, it only pulls the token vectors together.
+    A tied output head is the token embedding itself, so it counts once, without decay.
+    """
+    if not isinstance(weight_decay, Real) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():  # each shared Parameter appears once
+        if not p.requires_grad:
+            continue
+        if p.dim() >= 2 and id(p) not in embeddings:
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    return [
+        {"params": decay, "weight_decay": float(weight_decay)},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
+                   betas: tuple[float, float] = (0.9, 0.99)) -> torch.optim.AdamW:
+    """AdamW over `param_groups(model, weight_decay)`; the fused kernel on CUDA, where it is faster."""
+    if not isinstance(lr, Real) or lr <= 0:
+        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    extra = {"fused": True} if on_cuda else {}
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, **extra)
+
+
+def lr_at(step: int, max_lr: float, min_lr: float, warmup_iters: int, max_iters: int) -> float:
+    """The learning rate for training step `step` (counted from 0).
+
+    Warm-up: rises linearly, max_lr * (step + 1) / warmup_iters, reaching max_lr at the last
+    warm-up step (warmup_iters - 1). Then a cosine curve from max_lr at step warmup_iters down to
+    min_lr at step max_iters, and min_lr after that.
+    """
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"step must be an int >= 0, got {step!r}")
+    if not 0 <= min_lr <= max_lr:
+        raise ValueError(f"need 0 <= min_lr <= max_lr, got min_lr={min_lr}, max_lr={max_lr}")
+    if not 0 <= warmup_iters <= max_iters:
+        raise ValueError(f"need 0 <= warmup_iters <= max_iters, got warmup_iters={warmup_iters}, "
+                         f"max_iters={max_iters}")
+    if step < warmup_iters:
+        # step + 1: the very first step already learns a little (step / warmup_iters would give 0).
+        return max_lr * (step + 1) / warmup_iters
+    if step >= max_iters:
+        return min_lr
+    progress = (step - warmup_iters) / (max_iters - warmup_iters)  # 0 -> 1 over the decay
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)

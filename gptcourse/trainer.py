@@ -1,0 +1,183 @@
+"""The full training loop of chapter 6: AdamW, warm-up + cosine learning rate, gradient clipping,
+periodic evaluation, a live progress bar, and everything a checkpoint needs to resume exactly.
+
+    settings = TrainSettings(max_iters=600)
+    state = train(model, train_ids, val_ids, settings)
+    plot_losses(state.history)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import get_batch
+from .device import autocast
+from .optim import lr_at, make_optimizer
+from .train import calc_loss_batch, estimate_loss
+
+HISTORY_KEYS = ("step", "train", "val", "batch_loss", "lr")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train (the model's sizes live in GPTConfig). The defaults are the course's CPU recipe,
+    found by benchmarks/time_to_quality.py for the "cpu-small" model on Tiny Shakespeare."""
+
+    max_iters: int = 1000         # optimizer steps in the whole run (the schedule ends here)
+    batch_size: int = 16          # windows per step
+    block_size: int | None = None  # tokens per window; None = the model's context_length
+    lr: float = 4e-3              # peak learning rate, reached at the end of warm-up
+    min_lr: float = 1e-4          # the cosine decay ends here
+    warmup_iters: int = 50        # steps of linear warm-up
+    weight_decay: float = 0.1     # AdamW decay on the weight matrices only
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0        # largest allowed gradient norm; 0 turns clipping off
+    eval_interval: int = 250      # estimate train/val loss every this many steps (and at the end)
+    eval_iters: int = 10          # batches per split for each estimate
+    seed: int = 1337              # seeds the batch order (the model's weights are seeded by you)
+
+    def __post_init__(self) -> None:
+        for name in ("max_iters", "batch_size", "eval_interval", "eval_iters"):
+            _check_int(name, getattr(self, name), low=1)
+        _check_int("warmup_iters", self.warmup_iters, low=0)
+        _check_int("seed", self.seed, low=0)
+        if self.block_size is not None:
+            _check_int("block_size", self.block_size, low=1)
+        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not be larger than lr ({self.lr})")
+        if self.warmup_iters > self.max_iters:
+            raise ValueError(f"warmup_iters ({self.warmup_iters}) must not exceed max_iters "
+                             f"({self.max_iters})")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+
+    def replace(self, **changes) -> TrainSettings:
+        """A copy with some fields changed (and checked again)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; valid: "
+                             f"{[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _check_int(name: str, value, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def new_history() -> dict[str, list[float]]:
+    return {key: [] for key in HISTORY_KEYS}
+
+
+@dataclass
+class TrainState:
+    """Everything besides the model's weights that a run needs to go on exactly where it stopped."""
+
+    optimizer: torch.optim.Optimizer
+    batch_gen: torch.Generator     # draws the training batches
+    eval_gen: torch.Generator      # draws the evaluation batches (separate, so evaluating
+                                   # more or less often never changes the training batches)
+    step: int = 0                  # optimizer steps done so far
+    history: dict[str, list[float]] = field(default_factory=new_history)
+
+
+def new_state(model: torch.nn.Module, settings: TrainSettings) -> TrainState:
+    """A fresh run: AdamW over the model's parameters (put the model on its device first)."""
+    optimizer = make_optimizer(model, settings.lr, settings.weight_decay,
+                               (settings.beta1, settings.beta2))
+    return TrainState(optimizer=optimizer,
+                      batch_gen=torch.Generator().manual_seed(settings.seed),
+                      eval_gen=torch.Generator().manual_seed(settings.seed + 1))
+
+
+def train(
+    model: torch.nn.Module,
+    train_data: torch.Tensor,
+    val_data: torch.Tensor,
+    settings: TrainSettings | None = None,
+    *,
+    state: TrainState | None = None,
+    device: str | torch.device = "cpu",
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    on_step: Callable[[TrainState], None] | None = None,
+    progress: bool = True,
+) -> TrainState:
+    """Train `model` until `settings.max_iters` steps are done; return the state with its history.
+
+    Pass `state` (from a checkpoint) to continue a run. `on_checkpoint(state)` is called every
+    `checkpoint_every` steps and at the end; `on_step(state)` after every step.
+    """
+    settings = settings or TrainSettings()
+    if not isinstance(settings, TrainSettings):
+        raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
+    _check_int("checkpoint_every", checkpoint_every, low=0)
+    block_size = settings.block_size or model.cfg.context_length
+    device = torch.device(device)
+    model.to(device)
+    state = state or new_state(model, settings)
+    splits = {"train": train_data, "val": val_data}
+    history = state.history
+
+    def evaluate() -> None:
+        with autocast(device):
+            losses = estimate_loss(model, splits, block_size, settings.batch_size,
+                                   settings.eval_iters, state.eval_gen, device)
+        history["step"].append(state.step)
+        history["train"].append(losses["train"])
+        history["val"].append(losses["val"])
+
+    model.train()
+    bar = tqdm(range(state.step, settings.max_iters), initial=state.step, total=settings.max_iters,
+               desc="training", disable=not progress)
+    for step in bar:
+        if step % settings.eval_interval == 0 and (not history["step"] or history["step"][-1] != step):
+            evaluate()
+        lr = lr_at(step, settings.lr, settings.min_lr, settings.warmup_iters, settings.max_iters)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = get_batch(train_data, block_size, settings.batch_size, device=device,
+                         generator=state.batch_gen)                         # (B, T) each
+        with autocast(device):
+            loss = calc_loss_batch(model, x, y)
+        state.optimizer.zero_grad(set_to_none=True)  # forget the previous step's gradients
+        loss.backward()
+        if settings.grad_clip > 0:
+            # One unlucky batch must not throw the weights far away: cap the gradient's length.
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        state.optimizer.step()
+        state.step = step + 1
+        history["batch_loss"].append(loss.item())
+        history["lr"].append(lr)
+        bar.set_postfix(loss=f"{history['batch_loss'][-1]:.3f}", refresh=False)
+        if on_step is not None:
+            on_step(state)
+        if (on_checkpoint is not None and checkpoint_every and state.step % checkpoint_every == 0
+                and state.step < settings.max_iters):
+            on_checkpoint(state)
+    bar.close()
+    if not history["step"] or history["step"][-1] != state.step:
+        evaluate()
+    if on_checkpoint is not None:
+        on_checkpoint(state)
+    model.eval()
+    return state

@@ -1,0 +1,161 @@
+"""Tests for checkpoints: round trip, safe loading, atomic writes, and clear errors."""
+
+import pytest
+import torch
+
+from gptcourse import checkpoint as ckpt_module
+from gptcourse.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model,
+    load_model_state,
+    restore_state,
+    save_checkpoint,
+    tokenizer_from_vocab,
+    tokenizer_to_vocab,
+)
+from gptcourse.config import GPTConfig
+from gptcourse.generate import generate
+from gptcourse.model import GPTModel
+from gptcourse.tokenizers import CharTokenizer
+from gptcourse.trainer import TrainSettings, train
+
+CFG = GPTConfig(vocab_size=6, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
+TEXT = "abcdef" * 50
+SETTINGS = TrainSettings(max_iters=4, batch_size=2, warmup_iters=1, eval_interval=2, eval_iters=1)
+
+
+@pytest.fixture
+def trained(tmp_path):
+    torch.manual_seed(0)
+    tok = CharTokenizer(TEXT)
+    model = GPTModel(CFG)
+    ids = torch.tensor(tok.encode(TEXT))
+    state = train(model, ids, ids, SETTINGS, progress=False)
+    path = save_checkpoint(tmp_path / "run" / "ckpt.pt", model, state, settings=SETTINGS,
+                           tokenizer=tok, extra={"corpus": "test"})
+    return model, tok, state, path
+
+
+def test_round_trip_gives_identical_samples(trained):
+    model, tok, _, path = trained
+    loaded, loaded_tok, ckpt = load_model(path)
+    assert loaded_tok.chars == tok.chars
+    assert not loaded.training
+    assert loaded.weights_tied  # tying survives the round trip
+    for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    idx = torch.tensor([tok.encode("abc")])
+
+    def sample(m):
+        return generate(m, idx, 10, temperature=1.0, generator=torch.Generator().manual_seed(0))
+
+    assert torch.equal(sample(model), sample(loaded))
+    assert ckpt["extra"] == {"corpus": "test"}
+
+
+def test_file_holds_plain_types_and_everything_to_resume(trained):
+    model, _, state, path = trained
+    raw = torch.load(path, weights_only=True)  # would fail on any pickled class
+    assert raw["config"] == CFG.to_dict()
+    assert raw["tokenizer"] == list("abcdef")
+    assert raw["step"] == 4
+    assert raw["settings"] == SETTINGS.to_dict()
+    assert raw["history"]["step"] == [0, 2, 4]
+    assert set(raw["rng"]) == {"torch", "cuda", "batch", "eval"}
+    assert all(isinstance(v, float) for v in raw["history"]["val"])
+    assert "state" in raw["optimizer"] and "param_groups" in raw["optimizer"]
+
+
+def test_folder_path_finds_ckpt_pt(trained):
+    *_, path = trained
+    assert load_checkpoint(path.parent)["step"] == 4
+
+
+def test_restore_state_restores_optimizer_and_generators(trained):
+    model, _, state, path = trained
+    ckpt = load_checkpoint(path)
+    fresh = load_model_state(GPTModel(CFG), ckpt)
+    restored = restore_state(ckpt, fresh, SETTINGS)
+    assert restored.step == state.step and restored.history == state.history
+    assert torch.equal(restored.batch_gen.get_state(), state.batch_gen.get_state())
+    exp_avg = [s["exp_avg"] for s in restored.optimizer.state_dict()["state"].values()]
+    want = [s["exp_avg"] for s in state.optimizer.state_dict()["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(exp_avg, want))
+
+
+def test_model_only_checkpoint_can_be_loaded_but_not_resumed(tmp_path):
+    model = GPTModel(CFG)
+    path = save_checkpoint(tmp_path / "m.pt", model)
+    loaded, tok, ckpt = load_model(path)
+    assert tok is None
+    with pytest.raises(CheckpointError, match="only a model"):
+        restore_state(ckpt, loaded, SETTINGS)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at .*train one first"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint at .*ckpt.pt"):
+        load_checkpoint(tmp_path)  # a folder without ckpt.pt
+
+
+def test_truncated_file_is_reported_as_corrupt(trained, tmp_path):
+    *_, path = trained
+    data = path.read_bytes()
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        load_checkpoint(broken)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        load_checkpoint(garbage)
+
+
+def test_other_pytorch_files_are_rejected(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(2)}, path)
+    with pytest.raises(CheckpointError, match="not a gptcourse checkpoint"):
+        load_checkpoint(path)
+
+
+def test_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "gptcourse-checkpoint", "settings": SETTINGS}, path)  # a class instance
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        load_checkpoint(path)
+
+
+def test_mismatched_config_names_the_tensor_and_the_fix(trained):
+    *_, path = trained
+    ckpt = load_checkpoint(path)
+    bigger = GPTModel(CFG.replace(emb_dim=32))
+    with pytest.raises(CheckpointError, match=r"tok_emb.weight.*\(6, 16\).*\(6, 32\).*emb_dim=16 in "
+                                              r"the checkpoint but 32.*GPTModel\(config_of\(ckpt\)\)"):
+        load_model_state(bigger, ckpt)
+    deeper = GPTModel(CFG.replace(n_layers=2))
+    with pytest.raises(CheckpointError, match="no tensor 'trf_blocks.1.*n_layers=1"):
+        load_model_state(deeper, ckpt)
+
+
+def test_failed_save_leaves_the_old_checkpoint_intact(trained, monkeypatch):
+    model, tok, state, path = trained
+    before = path.read_bytes()
+
+    def crash(obj, handle):
+        handle.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, state, settings=SETTINGS, tokenizer=tok)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]  # no temp file left behind
+
+
+def test_tokenizer_vocab_round_trip():
+    tok = CharTokenizer("hello")
+    assert tokenizer_from_vocab(tokenizer_to_vocab(tok)).chars == tok.chars
+    with pytest.raises(TypeError, match="CharTokenizer or the gpt2 tokenizer"):
+        tokenizer_to_vocab(object())

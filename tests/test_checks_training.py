@@ -1,0 +1,147 @@
+"""The training checkers, tested three ways: the reference passes, a stub fails, each mistake is named."""
+
+import math
+
+import pytest
+import torch
+
+from gptcourse.checks.training import _step_variant, check_lr_schedule, check_train_step
+from gptcourse.optim import lr_at
+from gptcourse.train import calc_loss_batch
+
+
+# --- train_step ----------------------------------------------------------------------------------
+def train_step(model, optimizer, x, y, grad_clip=1.0):
+    optimizer.zero_grad()
+    loss = calc_loss_batch(model, x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+def planted(**changes):
+    return lambda model, optimizer, x, y, grad_clip=1.0: _step_variant(model, optimizer, x, y,
+                                                                       grad_clip, **changes)
+
+
+def test_train_step_reference_passes():
+    result = check_train_step(train_step)
+    assert result.passed, result.problems
+
+
+def test_train_step_zero_grad_at_the_end_also_passes():
+    def tidy_at_the_end(model, optimizer, x, y, grad_clip=1.0):
+        loss = calc_loss_batch(model, x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=False)
+        return loss.item()
+
+    # The weights are right; only the gradients left behind differ, and they do not matter.
+    assert check_train_step(tidy_at_the_end).passed
+
+
+def test_train_step_stub_fails():
+    def stub(model, optimizer, x, y, grad_clip=1.0):
+        raise NotImplementedError
+
+    result = check_train_step(stub)
+    assert any("not written yet" in p for p in result.problems)
+
+
+def without_zero_grad(model, optimizer, x, y, grad_clip=1.0):
+    loss = calc_loss_batch(model, x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.item()
+
+
+def returns_tensor(model, optimizer, x, y, grad_clip=1.0):
+    optimizer.zero_grad()
+    loss = calc_loss_batch(model, x, y)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss
+
+
+@pytest.mark.parametrize(
+    "mistake, fragment",
+    [
+        (without_zero_grad, "call optimizer.zero_grad() at the start"),
+        (planted(clip="never"), "were not clipped before the update"),
+        (planted(clip="after_step"), "clipped after the update"),
+        (planted(step=False), "call optimizer.step()"),
+        (planted(zero_grad="after_backward"), "zero_grad after backward wipes"),
+        (planted(backward=False), "no gradients are left"),
+        (returns_tensor, "return loss.item()"),
+    ],
+)
+def test_train_step_mistakes_are_diagnosed(mistake, fragment):
+    result = check_train_step(mistake)
+    assert not result.passed
+    assert any(fragment in p for p in result.problems), result.problems
+
+
+# --- the learning-rate schedule ------------------------------------------------------------------
+def get_lr(step, max_lr, min_lr, warmup_iters, max_iters):
+    if step < warmup_iters:
+        return max_lr * (step + 1) / warmup_iters
+    if step >= max_iters:
+        return min_lr
+    progress = (step - warmup_iters) / (max_iters - warmup_iters)
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+
+def schedule(*, le=False, warmup="ref", floor=True, from_warmup=True, cosine=True, clamp=True):
+    def fn(step, max_lr, min_lr, warmup_iters, max_iters):
+        if (step <= warmup_iters) if le else (step < warmup_iters):
+            if warmup == "zero":
+                return max_lr * step / warmup_iters
+            if warmup == "plus_one":
+                return max_lr * (step + 1) / (warmup_iters + 1)
+            return max_lr * (step + 1) / warmup_iters
+        low = min_lr if floor else 0.0
+        if clamp and step >= max_iters:
+            return low
+        progress = (step - warmup_iters) / (max_iters - warmup_iters) if from_warmup else step / max_iters
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if cosine else 1 - progress
+        return low + shape * (max_lr - low)
+
+    return fn
+
+
+def test_lr_schedule_reference_passes():
+    for fn in (get_lr, lr_at, schedule()):
+        result = check_lr_schedule(fn)
+        assert result.passed, result.problems
+
+
+def test_lr_schedule_stub_fails():
+    def stub(step, max_lr, min_lr, warmup_iters, max_iters):
+        raise NotImplementedError
+
+    assert any("not written yet" in p for p in check_lr_schedule(stub).problems)
+
+
+@pytest.mark.parametrize(
+    "mistake, fragment",
+    [
+        (schedule(le=True), "off by one at the end of warm-up"),
+        (schedule(warmup="zero"), "starts at 0"),
+        (schedule(warmup="plus_one"), "never quite reaches max_lr"),
+        (schedule(floor=False), "ends at 0, not at min_lr"),
+        (schedule(from_warmup=False), "count from the end of warm-up"),
+        (schedule(cosine=False), "straight line"),
+        (schedule(clamp=False), "rises again"),
+        (lambda step, max_lr, min_lr, warmup_iters, max_iters: 0.5 * max_lr, "gave 0.5000"),
+        (lambda step, max_lr, min_lr, warmup_iters, max_iters: torch.ones(2), "should return a number"),
+    ],
+)
+def test_lr_schedule_mistakes_are_diagnosed(mistake, fragment):
+    result = check_lr_schedule(mistake)
+    assert not result.passed
+    assert any(fragment in p for p in result.problems), result.problems

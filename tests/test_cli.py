@@ -1,0 +1,188 @@
+"""Tests for the command line: train / resume / sample end to end in subprocesses, a run killed
+with SIGKILL and resumed, and the one-line errors a user sees."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import torch
+
+from gptcourse.checkpoint import load_checkpoint
+from gptcourse.cli import main
+from gptcourse.data import tiny_shakespeare_path
+from gptcourse.download import DownloadError
+
+CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
+TINY = ["--n-layers", "1", "--emb-dim", "16", "--n-heads", "2", "--context-length", "16",
+        "--batch-size", "4", "--eval-interval", "5", "--eval-iters", "2", "--max-iters", "20",
+        "--checkpoint-every", "5", "--no-progress", "--sample-tokens", "0", "--device", "cpu"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, check=True, **kwargs):
+    """Run `python -m gptcourse ARGS` in a fresh process, as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "gptcourse", *map(str, args)], env=env,
+                            capture_output=True, text=True, timeout=120, **kwargs)
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("corpus") / "speech.txt"
+    path.write_text(CORPUS, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference_run(corpus, tmp_path_factory):
+    """One uninterrupted 20-step run, trained in a subprocess."""
+    out = tmp_path_factory.mktemp("runs") / "reference"
+    result = cli("train", "--corpus", corpus, "--out", out, *TINY)
+    assert "Step 20: train loss" in result.stdout
+    return out
+
+
+def test_train_writes_a_complete_checkpoint(reference_run):
+    ckpt = load_checkpoint(reference_run / "ckpt.pt")
+    assert ckpt["step"] == 20
+    assert ckpt["history"]["step"] == [0, 5, 10, 15, 20]
+    assert ckpt["config"]["n_layers"] == 1 and ckpt["config"]["vocab_size"] == len(set(CORPUS))
+    assert ckpt["extra"]["tokenizer"] == "char"
+    assert [p.name for p in reference_run.iterdir()] == ["ckpt.pt"]  # no temp files left
+
+
+def test_sample_in_a_subprocess_is_seeded(reference_run, capsys):
+    args = ["sample", "--checkpoint", str(reference_run), "--prompt", "All:", "--tokens", "30",
+            "--temperature", "1.0", "--top-k", "5", "--seed", "7", "--device", "cpu"]
+    text = cli(*args).stdout
+    assert text.startswith("All:") and len(text) == len("All:") + 30 + 1  # print adds a newline
+    assert main(args) == 0
+    assert capsys.readouterr().out == text  # same seed, same text, in another process too
+
+
+def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(corpus, reference_run, tmp_path):
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    # --step-delay (a hidden test flag) makes each step last 0.1 s, so the kill lands mid-run.
+    proc = subprocess.Popen([sys.executable, "-m", "gptcourse", "train", "--corpus", str(corpus),
+                             "--out", str(out), *TINY, "--step-delay", "0.1"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "ckpt.pt").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.01)
+        proc.kill()  # SIGKILL: no clean-up code runs
+        assert proc.wait(timeout=30) == -9
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    stopped_at = load_checkpoint(out)["step"]
+    assert stopped_at in (5, 10, 15)
+    result = cli("train", "--out", out, "--resume", "--no-progress", "--sample-tokens", "0",
+                 "--device", "cpu")
+    assert f"Resuming {out / 'ckpt.pt'} at step {stopped_at}" in result.stdout
+    resumed, reference = load_checkpoint(out), load_checkpoint(reference_run)
+    assert resumed["step"] == 20
+    assert resumed["history"] == reference["history"]
+    for name, tensor in reference["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
+
+
+# --- in-process: extending a run, help, data, errors ----------------------------------------------
+def test_resume_can_extend_a_finished_run(reference_run, tmp_path, capsys):
+    out = tmp_path / "extended"
+    shutil.copytree(reference_run, out)
+    assert main(["train", "--out", str(out), "--resume", "--max-iters", "25", "--no-progress",
+                 "--sample-tokens", "10", "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "Extending the run from 20 to 25 steps" in printed and "Sample" in printed
+    assert load_checkpoint(out)["step"] == 25
+
+
+@pytest.mark.parametrize(
+    "args, needs_run, message",
+    [
+        (["train", "--resume"], False, "no checkpoint at .*train one first"),
+        (["train", "--resume", "--lr", "0.1"], True, "drop --lr"),
+        (["train"], True, "already holds a run: add --resume"),
+        (["train", "--device", "tpu"], False, "not a device name"),
+        (["train", "--corpus", "no/such/file.txt"], False, "does not exist"),
+        (["train", "--max-iters", "10", "--warmup-iters", "20"], False,
+         "warmup_iters .* must not exceed"),
+        (["sample"], False, "no checkpoint at"),
+        (["sample", "--temperature", "-1"], True, "temperature must be a number >= 0"),
+        (["sample", "--top-k", "0"], True, "top_k must be None .* between 1 and"),
+        (["sample", "--prompt", "Zebra @"], True, "not in the vocabulary"),
+    ],
+)
+def test_user_errors_are_one_line_messages(args, needs_run, message, reference_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    if needs_run:
+        shutil.copytree(reference_run, out)
+    flag = "--checkpoint" if args[0] == "sample" else "--out"
+    assert main([*args, flag, str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"gptcourse {args[0]}: error:")
+    assert "Traceback" not in err
+    assert re.search(message, err), err
+
+
+def test_corrupt_checkpoint_is_reported(reference_run, tmp_path, capsys):
+    out = tmp_path / "broken"
+    out.mkdir()
+    data = (reference_run / "ckpt.pt").read_bytes()
+    (out / "ckpt.pt").write_bytes(data[: len(data) // 3])
+    assert main(["sample", "--checkpoint", str(out)]) == 1
+    assert "corrupt checkpoint" in capsys.readouterr().err
+
+
+def test_help_speaks_to_newcomers(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "Typical session" in text and "gptcourse sample" in text
+    for command in ("train", "sample"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "examples:" in text
+    assert main([]) == 0  # no command: the overview, not an error
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_console_script_is_declared():
+    assert 'gptcourse = "gptcourse.cli:main"' in (ROOT / "pyproject.toml").read_text()
+    try:
+        metadata.distribution("gptcourse")
+    except metadata.PackageNotFoundError:
+        pytest.skip("gptcourse is not pip-installed here")
+    scripts = {ep.name: ep.value for ep in metadata.entry_points(group="console_scripts")}
+    assert scripts.get("gptcourse") == "gptcourse.cli:main"
+
+
+def test_data_reports_files_already_there(monkeypatch, capsys):
+    try:
+        tiny_shakespeare_path(download_ok=False)
+    except DownloadError:
+        pytest.skip("needs the pre-filled data folder (GPTCOURSE_DATA_DIR)")
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if not cache or not Path(cache).is_dir():
+        pytest.skip("needs a filled TIKTOKEN_CACHE_DIR")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", cache)  # restored after the test
+    assert main(["data"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("already there, verified") == 2
+    assert "Tiny Shakespeare" in printed and "GPT-2 tokenizer" in printed
