@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .attention import MultiHeadAttention
 from .config import GPTConfig
+
+
+def _check_cfg(cfg) -> None:
+    if not isinstance(cfg, GPTConfig):
+        raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__} "
+                        f"(build one with GPTConfig(emb_dim=..., n_heads=..., ...))")
 
 
 class LayerNorm(nn.Module):
@@ -16,28 +24,47 @@ class LayerNorm(nn.Module):
 
     def __init__(self, emb_dim: int, eps: float = 1e-5):
         super().__init__()
-        if not isinstance(emb_dim, int) or emb_dim < 1:
-            raise ValueError(f"emb_dim must be a positive int, got {emb_dim!r}")
+        if not isinstance(emb_dim, int) or isinstance(emb_dim, bool) or emb_dim < 1:
+            raise ValueError(f"emb_dim must be a positive int (the size of each token's vector), "
+                             f"got {emb_dim!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+            raise ValueError(f"eps must be a small positive number such as 1e-5, got {eps!r}")
+        self.emb_dim = emb_dim
         self.eps = eps
-        self.scale = nn.Parameter(torch.ones(emb_dim))
-        self.shift = nn.Parameter(torch.zeros(emb_dim))
+        self.scale = nn.Parameter(torch.ones(emb_dim))   # starts as "keep the normalised value"
+        self.shift = nn.Parameter(torch.zeros(emb_dim))  # starts as "add nothing"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
-        # Biased variance (divide by n, not n - 1): that is how GPT-2 was trained.
-        var = x.var(dim=-1, keepdim=True, unbiased=False)
-        norm_x = (x - mean) / torch.sqrt(var + self.eps)  # eps inside the root avoids dividing by 0
+        if x.size(-1) != self.emb_dim:
+            raise ValueError(f"the last dimension of x has size {x.size(-1)}, but this LayerNorm "
+                             f"normalises vectors of emb_dim={self.emb_dim}")
+        centered = x - x.mean(dim=-1, keepdim=True)        # (..., C): mean 0 per token
+        # The biased variance: divide by n, not n - 1, as x.var(unbiased=False) does and as
+        # GPT-2 was trained. (Written out, it is also faster than x.var on a CPU.)
+        var = centered.pow(2).mean(dim=-1, keepdim=True)   # (..., 1)
+        norm_x = centered / torch.sqrt(var + self.eps)     # eps inside the root: never divide by 0
         return self.scale * norm_x + self.shift
+
+    def extra_repr(self) -> str:
+        return f"{self.emb_dim}, eps={self.eps}"
 
 
 GELU_TANH_CONSTANT = math.sqrt(2.0 / math.pi)
+GELU_CUBIC_COEFFICIENT = 0.044715
 
 
 class GELU(nn.Module):
     """GELU with the tanh approximation used by GPT-2: smooth like ReLU, but non-zero below 0."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * x * (1.0 + torch.tanh(GELU_TANH_CONSTANT * (x + 0.044715 * x.pow(3))))
+        # A tanh curve fitted to the exact x * Phi(x) (Phi: the standard normal CDF).
+        inner = GELU_TANH_CONSTANT * (x + GELU_CUBIC_COEFFICIENT * x.pow(3))
+        return 0.5 * x * (1.0 + torch.tanh(inner))
+
+
+def gelu_exact(x: torch.Tensor) -> torch.Tensor:
+    """The exact GELU, x * Phi(x), written with the error function (what nn.GELU() computes)."""
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
 class FeedForward(nn.Module):
@@ -45,10 +72,11 @@ class FeedForward(nn.Module):
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
+        _check_cfg(cfg)
         self.layers = nn.Sequential(
-            nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),
+            nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),  # (..., C) -> (..., 4C): room to compute
             GELU(),
-            nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),
+            nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),  # (..., 4C) -> (..., C): back to the stream
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,22 +86,38 @@ class FeedForward(nn.Module):
 class ExampleDeepNeuralNetwork(nn.Module):
     """A stack of Linear+GELU layers, with or without shortcuts, to watch gradients vanish."""
 
-    def __init__(self, layer_sizes: list[int], use_shortcut: bool):
+    def __init__(self, layer_sizes: Sequence[int], use_shortcut: bool):
         super().__init__()
-        if len(layer_sizes) < 2:
-            raise ValueError(f"layer_sizes needs at least an input and an output size, got {layer_sizes}")
+        sizes = list(layer_sizes)
+        if len(sizes) < 2:
+            raise ValueError(f"layer_sizes needs at least an input and an output size, got {sizes}")
+        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+            raise ValueError(f"layer_sizes must be positive ints, got {sizes}")
+        if not isinstance(use_shortcut, bool):
+            raise TypeError(f"use_shortcut must be True or False, got {use_shortcut!r}")
         self.use_shortcut = use_shortcut
         self.layers = nn.ModuleList(
-            nn.Sequential(nn.Linear(n_in, n_out), GELU())
-            for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:])
+            nn.Sequential(nn.Linear(n_in, n_out), GELU()) for n_in, n_out in zip(sizes[:-1], sizes[1:])
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             out = layer(x)
             # A shortcut adds the input back, giving gradients a direct path to early layers.
+            # It needs equal shapes, so a layer that changes the size goes without one.
             x = x + out if self.use_shortcut and out.shape == x.shape else out
         return x
+
+
+def layer_gradients(model: ExampleDeepNeuralNetwork, x: torch.Tensor, target: torch.Tensor) -> list[float]:
+    """Backpropagate the MSE loss of model(x) against target; return each layer's mean |weight grad|."""
+    if not isinstance(model, ExampleDeepNeuralNetwork):
+        raise TypeError(f"model must be an ExampleDeepNeuralNetwork, got {type(model).__name__}")
+    model.zero_grad(set_to_none=True)
+    loss = F.mse_loss(model(x), target)
+    loss.backward()
+    # layers[i][0] is the Linear of layer i; its weight gradient shows how much that layer learns.
+    return [layer[0].weight.grad.abs().mean().item() for layer in model.layers]
 
 
 class TransformerBlock(nn.Module):
@@ -81,6 +125,7 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
+        _check_cfg(cfg)
         self.att = MultiHeadAttention(
             d_in=cfg.emb_dim, d_out=cfg.emb_dim, context_length=cfg.context_length,
             dropout=cfg.drop_rate, num_heads=cfg.n_heads, qkv_bias=cfg.qkv_bias, use_sdpa=cfg.use_sdpa,
@@ -91,6 +136,8 @@ class TransformerBlock(nn.Module):
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Pre-LN: each branch reads a normalised copy, while the shortcut carries x itself
+        # unchanged, so gradients reach early blocks undamaged.
         x = x + self.drop_shortcut(self.att(self.norm1(x)))  # (B, T, C): tokens talk to each other
         x = x + self.drop_shortcut(self.ff(self.norm2(x)))   # (B, T, C): each token thinks alone
         return x

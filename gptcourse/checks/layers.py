@@ -1,0 +1,407 @@
+"""Checkers for chapter 4: LayerNorm, GELU, the feed-forward network and the transformer block."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..config import GPTConfig
+from ..layers import FeedForward, LayerNorm, TransformerBlock, gelu_exact
+from . import Check, close, diagnose, shape_of
+
+NOT_WRITTEN = "not written yet. Replace `raise NotImplementedError` with your code."
+KEEPDIM = ("the shapes do not broadcast: did you forget keepdim=True in mean/var? "
+           "Without it the (B, T) statistics cannot line up with the (B, T, C) input")
+
+
+def _attempt(check: Check, what: str, fn, *args, **kwargs):
+    """Call learner code; a shape clash from a missing keepdim gets its own diagnosis."""
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        check.stop(f"{what}: {NOT_WRITTEN}")
+    except Exception as exc:
+        if "must match the size of tensor" in str(exc):
+            check.stop(f"{what} raised {type(exc).__name__}: {KEEPDIM}")
+        if "Dimension out of range" in str(exc):
+            check.stop(f"{what} raised {type(exc).__name__}: use dim=-1 (the last dimension) "
+                       f"rather than a fixed number, so that inputs of any shape work")
+        check.stop(f"{what} raised {type(exc).__name__}: {exc}")
+
+
+def _name(obj, default: str) -> str:
+    return getattr(obj, "__name__", default)
+
+
+# --- LayerNorm ---------------------------------------------------------------------------------
+def _layernorm_input() -> torch.Tensor:
+    """(2, 3, 8) rows with different means and spreads; one row nearly constant, one constant."""
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 8, generator=gen)
+    spreads = torch.tensor([[1.0, 3.0, 0.5], [2.0, 1e-3, 0.0]]).unsqueeze(-1)  # (2, 3, 1)
+    means = torch.tensor([[0.0, 5.0, -2.0], [1.0, 4.0, 7.0]]).unsqueeze(-1)
+    return x * spreads + means
+
+
+def _norm(x, dim=-1, unbiased=False, eps=1e-5, eps_inside=True, center=True, sqrt=True):
+    """Normalise x with one deliberate change, to recognise a learner's mistake."""
+    mean = x.mean(dim=dim, keepdim=True)
+    var = x.var(dim=dim, keepdim=True, unbiased=unbiased)
+    top = x - mean if center else x
+    if not sqrt:
+        return top / (var + eps)
+    return top / (torch.sqrt(var + eps) if eps_inside else torch.sqrt(var) + eps)
+
+
+def _layernorm_mistakes(x: torch.Tensor) -> dict:
+    all_dims = tuple(range(x.dim()))
+    return {
+        "the variance looks unbiased (divided by n - 1): GPT-2 uses the biased one, "
+        "var(..., unbiased=False), dividing by n": _norm(x, unbiased=True),
+        "eps is added outside the square root: use torch.sqrt(var + eps), which also "
+        "protects rows whose variance is tiny": _norm(x, eps_inside=False),
+        "there is no eps: a row with (nearly) equal values divides by ~0. "
+        "Use torch.sqrt(var + eps)": lambda: _norm(x, eps=0.0),
+        "the statistics are taken over the wrong dimension: normalise each token's vector, "
+        "over the last dimension (dim=-1)": _norm(x, dim=-2),
+        "the statistics are taken over the batch dimension (dim=0): normalise over the "
+        "last dimension (dim=-1), each token on its own": _norm(x, dim=0),
+        "the statistics are taken over the whole tensor: pass dim=-1 (and keepdim=True) "
+        "so that each token's vector is normalised on its own": _norm(x, dim=all_dims),
+        "the mean is not subtracted: compute (x - mean) / sqrt(var + eps)": _norm(x, center=False),
+        "it divides by the variance, not by its square root (the standard deviation)":
+            _norm(x, sqrt=False),
+        # scale starts at ones and shift at zeros, so shift * norm + scale is all ones.
+        "scale and shift are swapped: return self.scale * norm_x + self.shift": torch.ones_like(x),
+    }
+
+
+def _parameter_findings(check: Check, ln, emb_dim: int) -> bool:
+    """Check `scale` (ones) and `shift` (zeros) are trainable Parameters. True if both usable."""
+    scale, shift = getattr(ln, "scale", None), getattr(ln, "shift", None)
+    if scale is None and shift is None:
+        check.fail("no `scale` and `shift`: LayerNorm needs a trainable scale and shift, "
+                   "self.scale = nn.Parameter(torch.ones(emb_dim)) and "
+                   "self.shift = nn.Parameter(torch.zeros(emb_dim))")
+        return False
+    usable = True
+    for attr, value, start in [("scale", scale, "ones"), ("shift", shift, "zeros")]:
+        fill = 1.0 if attr == "scale" else 0.0
+        if value is None:
+            check.fail(f"no `{attr}`: add self.{attr} = nn.Parameter(torch.{start}(emb_dim))")
+            usable = False
+        elif not isinstance(value, torch.Tensor) or tuple(value.shape) != (emb_dim,):
+            check.fail(f"`{attr}` should be a tensor of shape ({emb_dim},), one value per feature; "
+                       f"got {shape_of(value)}")
+            usable = False
+        elif not isinstance(value, nn.Parameter):
+            check.fail(f"`{attr}` is a plain tensor: wrap it in nn.Parameter so that the "
+                       f"optimizer trains it")
+        elif not torch.all(value == fill):
+            check.fail(f"`{attr}` should start as {start}, so that a new LayerNorm only normalises")
+        else:
+            check.ok(f"`{attr}` is a trainable Parameter of shape ({emb_dim},) that starts as {start}")
+    return usable
+
+
+def check_layernorm(layer_norm_class) -> Check:
+    """Check a learner's LayerNorm(emb_dim) class against the reference and common mistakes."""
+    with Check("LayerNorm") as check, torch.random.fork_rng(devices=[]):
+        name = _name(layer_norm_class, "LayerNorm")
+        emb_dim = 8
+        ln = _attempt(check, f"{name}({emb_dim})", layer_norm_class, emb_dim)
+        usable = _parameter_findings(check, ln, emb_dim)
+        x = _layernorm_input()
+        ref = LayerNorm(emb_dim)
+        with torch.no_grad():
+            out = _attempt(check, f"{name}({emb_dim})(x)", ln, x.clone())
+            if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+                check.stop(f"the output should have the input's shape {tuple(x.shape)}, got {shape_of(out)}")
+            if close(out, ref(x), atol=1e-4):
+                check.ok("each token's vector is normalised to mean 0 and variance 1 "
+                         "(biased variance, eps inside the square root)")
+            elif torch.isnan(out).any():
+                check.stop("the output holds NaN for a constant row (variance 0): add eps "
+                           "inside the square root, torch.sqrt(var + eps)")
+            else:
+                check.stop(diagnose(out, _layernorm_mistakes(x), atol=1e-4, default=(
+                    "the output differs from the reference: subtract the mean over the last "
+                    "dimension and divide by torch.sqrt(var + eps) with the biased variance")))
+            if usable:
+                _check_scale_shift(check, ln, ref, x, emb_dim)
+            other = _attempt(check, f"{name}(16)", layer_norm_class, 16)
+            x16 = torch.randn(5, 16, generator=torch.Generator().manual_seed(5)) * 3 + 1
+            out16 = _attempt(check, f"{name}(16)(x) on a 2-D input", other, x16)
+            check.expect(close(out16, LayerNorm(16)(x16), atol=1e-4),
+                         "works for any emb_dim and any number of leading dimensions",
+                         "LayerNorm(16) on a (5, 16) input gives wrong values: avoid fixed sizes, "
+                         "use emb_dim and dim=-1")
+    return check
+
+
+def _check_scale_shift(check: Check, ln, ref: LayerNorm, x: torch.Tensor, emb_dim: int) -> None:
+    """With random scale and shift, the output must be scale * normalised + shift."""
+    gen = torch.Generator().manual_seed(6)
+    scale, shift = torch.randn(emb_dim, generator=gen), torch.randn(emb_dim, generator=gen)
+    for module in (ln, ref):
+        module.scale.copy_(scale)
+        module.shift.copy_(shift)
+    out = _attempt(check, "LayerNorm(x) with a trained scale and shift", ln, x.clone())
+    if close(out, ref(x), atol=1e-4):
+        check.ok("the output is scale * normalised + shift, and matches nn.LayerNorm "
+                 "with the same parameters")
+        return
+    plain = _norm(x)
+    check.fail(diagnose(out, {
+        "scale and shift are never used in forward: return self.scale * norm_x + self.shift":
+            plain,
+        "shift is never used in forward: return self.scale * norm_x + self.shift":
+            scale * plain,
+        "scale is never used in forward: return self.scale * norm_x + self.shift":
+            plain + shift,
+        "scale and shift are swapped: return self.scale * norm_x + self.shift":
+            shift * plain + scale,
+    }, atol=1e-4, default="with a trained scale and shift the output differs: "
+                          "return self.scale * norm_x + self.shift"))
+
+
+# --- GELU --------------------------------------------------------------------------------------
+SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+
+
+def _tanh_gelu(x, constant=SQRT_2_OVER_PI, cubic=0.044715, power=3, half=0.5):
+    return half * x * (1 + torch.tanh(constant * (x + cubic * x.pow(power))))
+
+
+def _gelu_mistakes(x: torch.Tensor) -> dict:
+    use = " GPT-2's GELU is 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))"
+    return {
+        "this is the exact GELU (with erf); here the tanh approximation is asked for." + use:
+            gelu_exact(x),
+        "this is ReLU, not GELU." + use: torch.relu(x),
+        "this is the sigmoid approximation x * sigmoid(1.702 x)." + use:
+            x * torch.sigmoid(1.702 * x),
+        "the constant in front should be sqrt(2 / pi) ≈ 0.798, not sqrt(pi / 2)":
+            _tanh_gelu(x, constant=math.sqrt(math.pi / 2)),
+        "the constant in front should be sqrt(2 / pi) ≈ 0.798, not 2 / pi":
+            _tanh_gelu(x, constant=2 / math.pi),
+        "the constant in front should be sqrt(2 / pi) ≈ 0.798, not sqrt(2 * pi)":
+            _tanh_gelu(x, constant=math.sqrt(2 * math.pi)),
+        "the constant in front is missing: multiply by sqrt(2 / pi) ≈ 0.798":
+            _tanh_gelu(x, constant=1.0),
+        "the cubic coefficient should be 0.044715": _tanh_gelu(x, cubic=0.44715),
+        "the cubic coefficient should be 0.044715 (one 4 is missing)": _tanh_gelu(x, cubic=0.04715),
+        "the cubic term should be x**3 (x cubed), not x**2": _tanh_gelu(x, power=2),
+        "the factor 0.5 is missing: GELU(x) = 0.5 * x * (1 + tanh(...))": _tanh_gelu(x, half=1.0),
+        "the leading x is missing: GELU(x) = 0.5 * x * (1 + tanh(...))":
+            0.5 * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x.pow(3)))),
+    }
+
+
+def check_gelu(gelu) -> Check:
+    """Check a learner's GELU: an nn.Module class (or any function of a tensor)."""
+    with Check("GELU") as check, torch.random.fork_rng(devices=[]):
+        fn = gelu
+        if isinstance(gelu, type):
+            fn = _attempt(check, f"{_name(gelu, 'GELU')}()", gelu)
+        x = torch.linspace(-6, 6, 241)
+        with torch.no_grad():
+            out = _attempt(check, "GELU(x)", fn, x.clone())
+            if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+                check.stop(f"GELU(x) should keep the input's shape {tuple(x.shape)}, got {shape_of(out)}")
+            reference = nn.GELU(approximate="tanh")
+            if close(out, reference(x), atol=1e-5):
+                check.ok("matches nn.GELU(approximate='tanh') from -6 to 6")
+            else:
+                check.stop(diagnose(out, _gelu_mistakes(x), atol=1e-5, default=(
+                    "the values differ from GELU's tanh approximation: "
+                    "0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))")))
+            grid = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(7)) * 3
+            out3 = _attempt(check, "GELU on a (2, 3, 4) tensor", fn, grid.clone())
+            check.expect(isinstance(out3, torch.Tensor) and close(out3, reference(grid), atol=1e-5),
+                         "works element by element on a tensor of any shape",
+                         "on a (2, 3, 4) tensor the output is wrong: apply the formula element by "
+                         "element and keep the shape")
+            check.expect(close(_attempt(check, "GELU(0)", fn, torch.zeros(1)), torch.zeros(1)),
+                         "GELU(0) = 0", "GELU(0) should be 0")
+    return check
+
+
+# --- FeedForward -------------------------------------------------------------------------------
+FF_CFG = GPTConfig(vocab_size=10, context_length=8, emb_dim=12, n_heads=2, n_layers=1, drop_rate=0.0)
+
+
+def check_feed_forward(feed_forward_class) -> Check:
+    """Check FeedForward(cfg): Linear(C, 4C) -> GELU (tanh) -> Linear(4C, C) in `self.layers`."""
+    with Check("FeedForward") as check, torch.random.fork_rng(devices=[]):
+        C = FF_CFG.emb_dim
+        ff = _attempt(check, f"{_name(feed_forward_class, 'FeedForward')}(cfg)", feed_forward_class, FF_CFG)
+        layers = getattr(ff, "layers", None)
+        if not isinstance(layers, nn.Sequential) or len(layers) != 3:
+            check.stop("keep the three parts in self.layers = nn.Sequential(Linear, GELU, Linear), "
+                       "so that later chapters can load GPT-2's weights into layers[0] and layers[2]")
+        first, last = layers[0], layers[2]
+        if not (isinstance(first, nn.Linear) and isinstance(last, nn.Linear)):
+            check.stop("layers[0] and layers[2] should be nn.Linear")
+        if first.in_features != C or last.out_features != C:
+            check.stop(f"the first Linear must read emb_dim={C} features and the last must give "
+                       f"{C} back, so the output can be added to the input")
+        if first.out_features != 4 * C or last.in_features != 4 * C:
+            check.stop(f"the hidden layer has {first.out_features} units: GPT-2 expands to "
+                       f"4 * emb_dim = {4 * C}")
+        check.ok(f"Linear({C}, {4 * C}) -> ... -> Linear({4 * C}, {C}): expand 4x, then project back")
+        ref = FeedForward(FF_CFG)
+        try:
+            ff.load_state_dict(ref.state_dict())
+        except Exception:
+            check.stop("the layers' parameters differ from the reference: use nn.Linear with "
+                       "biases for layers[0] and layers[2], and a GELU without parameters")
+        x = torch.randn(2, 5, C, generator=torch.Generator().manual_seed(8)) * 2
+        with torch.no_grad():
+            out = _attempt(check, "FeedForward(x)", ff, x)
+            if close(out, ref(x), atol=1e-5):
+                check.ok("with the same weights, the output matches the reference")
+            else:
+                hidden = first(x)
+                check.fail(diagnose(out, {
+                    "the activation is ReLU: GPT-2 uses GELU (the tanh approximation)":
+                        last(torch.relu(hidden)),
+                    "the activation is the exact GELU (nn.GELU()): use the tanh approximation, "
+                    "GELU() from gptcourse.layers or nn.GELU(approximate='tanh')":
+                        last(gelu_exact(hidden)),
+                    "there is no activation between the two Linear layers: put GELU() there "
+                    "(without it, two Linear layers are just one)": last(hidden),
+                }, atol=1e-5, default="the output differs from Linear -> GELU -> Linear"))
+    return check
+
+
+# --- TransformerBlock --------------------------------------------------------------------------
+BLOCK_CFG = GPTConfig(vocab_size=10, context_length=6, emb_dim=16, n_heads=4, n_layers=1,
+                      drop_rate=0.0)
+
+
+def _block_variant(block: TransformerBlock, x: torch.Tensor, kind: str) -> torch.Tensor:
+    """The block's forward with one deliberate change, to recognise a learner's mistake."""
+    att, ff, n1, n2, drop = block.att, block.ff, block.norm1, block.norm2, block.drop_shortcut
+    if kind == "post-ln":
+        h = n1(x + drop(att(x)))
+        return n2(h + drop(ff(h)))
+    if kind == "no shortcuts":
+        return drop(ff(n2(drop(att(n1(x))))))
+    if kind == "no attention shortcut":
+        h = drop(att(n1(x)))
+        return h + drop(ff(n2(h)))
+    if kind == "no feed-forward shortcut":
+        return drop(ff(n2(x + drop(att(n1(x))))))
+    if kind == "parallel":
+        return x + drop(att(n1(x))) + drop(ff(n2(x)))
+    if kind == "norms swapped":
+        h = x + drop(att(n2(x)))
+        return h + drop(ff(n1(h)))
+    if kind == "shortcut normalised":
+        h = n1(x)
+        h = h + drop(att(h))
+        g = n2(h)
+        return g + drop(ff(g))
+    if kind == "dropout after add":
+        h = drop(x + att(n1(x)))
+        return drop(h + ff(n2(h)))
+    if kind == "no dropout":
+        h = x + att(n1(x))
+        return h + ff(n2(h))
+    raise ValueError(kind)
+
+
+BLOCK_MISTAKES = {
+    "post-ln": "this is post-LN (normalising after adding the shortcut, as the 2017 "
+               "Transformer did): GPT-2 is pre-LN, x = x + drop(att(norm1(x)))",
+    "no shortcuts": "there are no shortcuts: add the input back, x = x + drop(att(norm1(x))), "
+                    "then x = x + drop(ff(norm2(x)))",
+    "no attention shortcut": "the attention half has no shortcut: x = x + drop(att(norm1(x)))",
+    "no feed-forward shortcut": "the feed-forward half has no shortcut: x = x + drop(ff(norm2(x)))",
+    "parallel": "the feed-forward reads the block's input, not the result of the attention "
+                "half: update x after attention, then x = x + drop(ff(norm2(x)))",
+    "norms swapped": "norm1 and norm2 are swapped: norm1 goes before attention, norm2 before "
+                     "the feed-forward",
+    "shortcut normalised": "the shortcut carries the normalised x: add the un-normalised x, "
+                           "x = x + drop(att(norm1(x)))",
+}
+
+
+def _make_block(check: Check, block_class, cfg: GPTConfig):
+    block = _attempt(check, f"{_name(block_class, 'TransformerBlock')}(cfg)", block_class, cfg)
+    ref = TransformerBlock(cfg)
+    try:
+        block.load_state_dict(ref.state_dict())
+    except Exception:
+        check.stop("the block's parameters are named differently from the reference: keep "
+                   "self.att, self.ff, self.norm1, self.norm2 and self.drop_shortcut from __init__")
+    for module in (block, ref):  # a trained-looking LayerNorm, so a swapped norm shows
+        with torch.no_grad():
+            gen = torch.Generator().manual_seed(9)
+            for norm in (module.norm1, module.norm2):
+                norm.scale.copy_(1 + 0.5 * torch.randn(cfg.emb_dim, generator=gen))
+                norm.shift.copy_(0.5 * torch.randn(cfg.emb_dim, generator=gen))
+    return block, ref
+
+
+def check_transformer_block(block_class) -> Check:
+    """Check a learner's TransformerBlock(cfg).forward: pre-LN, shortcuts, dropout on each branch."""
+    with Check("TransformerBlock") as check, torch.random.fork_rng(devices=[]):
+        block, ref = _make_block(check, block_class, BLOCK_CFG)
+        block.eval()
+        ref.eval()
+        x = torch.randn(2, 6, BLOCK_CFG.emb_dim, generator=torch.Generator().manual_seed(10)) * 2 + 1
+        with torch.no_grad():
+            out = _attempt(check, "block(x)", block, x.clone())
+            if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+                check.stop(f"the output should have the input's shape (B, T, C) = {tuple(x.shape)}, "
+                           f"got {shape_of(out)}")
+            check.ok(f"the output keeps the input's shape {tuple(x.shape)}")
+            if close(out, ref(x), atol=1e-5):
+                check.ok("in eval mode, with the same weights, the output matches the reference "
+                         "(pre-LN, two shortcuts)")
+            else:
+                mistakes = {message: (lambda kind=kind: _block_variant(ref, x, kind))
+                            for kind, message in BLOCK_MISTAKES.items()}
+                check.stop(diagnose(out, mistakes, atol=1e-5, default=(
+                    "the output differs from the reference: x = x + drop(att(norm1(x))), "
+                    "then x = x + drop(ff(norm2(x)))")))
+            again = _attempt(check, "block(x) a second time", block, x.clone())
+            check.expect(close(again, out, atol=0), "in eval mode the same input gives the same output",
+                         "in eval mode two calls gave different outputs: is something random "
+                         "left on outside dropout?")
+        _check_dropout(check, block_class)
+    return check
+
+
+def _check_dropout(check: Check, block_class) -> None:
+    """In training mode, with the same seed, dropout must hit the same places as the reference."""
+    cfg = BLOCK_CFG.replace(drop_rate=0.5)
+    block, ref = _make_block(check, block_class, cfg)
+    block.train()
+    ref.train()
+    x = torch.randn(2, 6, cfg.emb_dim, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        torch.manual_seed(12)
+        out = _attempt(check, "block(x) in training mode", block, x.clone())
+        torch.manual_seed(12)
+        expected = ref(x)
+        if close(out, expected, atol=1e-5):
+            check.ok("in training mode, dropout is applied to each branch before its shortcut")
+            return
+        variants = {}
+        for kind, message in [
+            ("no dropout", "drop_shortcut is never applied: x = x + self.drop_shortcut(...) on "
+                           "each branch (it only acts in training mode)"),
+            ("dropout after add", "dropout is applied after adding the shortcut: drop only the "
+                                  "branch, x = x + self.drop_shortcut(self.att(self.norm1(x)))"),
+        ]:
+            torch.manual_seed(12)
+            variants[message] = _block_variant(ref, x, kind)
+        check.fail(diagnose(out, variants, atol=1e-5, default=(
+            "in training mode the output differs from the reference: call self.drop_shortcut "
+            "once on each branch's output, attention first, before adding it to x")))
+
