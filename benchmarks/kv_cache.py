@@ -5,6 +5,11 @@
 
 Random weights are fine: the work per token does not depend on what the weights are.
 Both runs happen in this one process, one after the other, so the ratio compares like with like.
+On a machine busy with other work, --threads 1 gives steadier numbers (threads that wait for
+each other slow small operations down a lot). Expect the ratio to depend on the machine: a
+cached step mostly reads the 500 MB of weights (memory bandwidth), while an uncached step
+mostly multiplies (compute): the ratio depends on how fast the machine computes relative
+to how fast it reads memory.
 """
 
 from __future__ import annotations

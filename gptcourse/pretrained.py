@@ -17,32 +17,10 @@ from pathlib import Path
 import torch
 
 from .config import GPTConfig, get_config
-from .download import DATA_DIR_ENV, DownloadError, _stream_to, data_dir, fetch, verify
+from .download import DATA_DIR_ENV, DownloadError, _stream_to, data_dir, download, verify
 from .model import GPTModel
 
-# One row per tensor of a transformer block: (Hugging Face name, our name, what changes).
-BLOCK_NAME_MAP: list[tuple[str, str, str]] = [
-    ("ln_1.weight", "norm1.scale", "copy"),
-    ("ln_1.bias", "norm1.shift", "copy"),
-    ("attn.c_attn.weight", "att.W_query/W_key/W_value.weight", "transpose, split in 3 (q, k, v)"),
-    ("attn.c_attn.bias", "att.W_query/W_key/W_value.bias", "split in 3 (q, k, v)"),
-    ("attn.c_proj.weight", "att.out_proj.weight", "transpose"),
-    ("attn.c_proj.bias", "att.out_proj.bias", "copy"),
-    ("ln_2.weight", "norm2.scale", "copy"),
-    ("ln_2.bias", "norm2.shift", "copy"),
-    ("mlp.c_fc.weight", "ff.layers.0.weight", "transpose"),
-    ("mlp.c_fc.bias", "ff.layers.0.bias", "copy"),
-    ("mlp.c_proj.weight", "ff.layers.2.weight", "transpose"),
-    ("mlp.c_proj.bias", "ff.layers.2.bias", "copy"),
-]
-# The tensors around the blocks.
-MODEL_NAME_MAP: list[tuple[str, str, str]] = [
-    ("wte.weight", "tok_emb.weight (and out_head.weight, tied)", "copy"),
-    ("wpe.weight", "pos_emb.weight", "copy"),
-    ("ln_f.weight", "final_norm.scale", "copy"),
-    ("ln_f.bias", "final_norm.shift", "copy"),
-]
-# Causal-mask buffers that older checkpoints store next to the weights: not weights, skipped.
+# Causal-mask buffers that some checkpoints (the Hub's among them) store next to the weights: skipped.
 _MASK_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
 
 
@@ -267,28 +245,25 @@ def verify_gpt2_file(path: str | Path, size: str = "124M") -> None:
 
 def download_gpt2(size: str = "124M") -> Path:
     """Download the official weights of `size` once (progress bar, checked, atomic) and return the path."""
-    ckpt = checkpoint_info(size)
-    if ckpt.sha256 is not None:
-        try:
-            return fetch(ckpt.url, ckpt.relative_path, ckpt.sha256)
-        except DownloadError as exc:
-            raise DownloadError(f"{exc}\n{how_to_get(size)}") from None
-    path = gpt2_path(size)
+    ckpt, path = checkpoint_info(size), gpt2_path(size)
     if path.is_file():
-        verify_gpt2_file(path, size)
+        verify_gpt2_file(path, size)  # a corrupt or cut-short file is reported, never used
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
     try:
-        with open(part, "wb") as handle:
-            _stream_to(ckpt.url, handle, timeout=60.0)
-        verify_gpt2_file(part, size)
-        part.replace(path)  # only a complete, checked file gets the real name
-    except (OSError, ValueError) as exc:
-        raise DownloadError(f"could not download {ckpt.url}: {exc}\n{how_to_get(size)}") from exc
-    finally:
-        part.unlink(missing_ok=True)
-    return path
+        if ckpt.sha256 is not None:
+            return download(ckpt.url, path, ckpt.sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".part")
+        try:
+            with open(part, "wb") as handle:
+                _stream_to(ckpt.url, handle, timeout=60.0)
+            verify_gpt2_file(part, size)
+            part.replace(path)  # only a complete, checked file gets the real name
+        finally:
+            part.unlink(missing_ok=True)
+        return path
+    except (DownloadError, OSError, ValueError) as exc:
+        raise DownloadError(f"downloading GPT-2 {ckpt.size} failed: {exc}\n{how_to_get(size)}") from None
 
 
 def load_gpt2_file(path: str | Path, cfg: GPTConfig) -> GPTModel:
@@ -318,4 +293,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Download OpenAI's GPT-2 weights (Hugging Face format).")
     parser.add_argument("sizes", nargs="*", default=["124M"], help=f"any of {list(CHECKPOINTS)}")
     for name in parser.parse_args().sizes:
-        print(f"GPT-2 {name}: {download_gpt2(name)}")
+        try:
+            print(f"GPT-2 {name}: {download_gpt2(name)}")
+        except (DownloadError, ValueError) as error:
+            raise SystemExit(f"error: {error}") from None

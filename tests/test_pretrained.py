@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gptcourse import pretrained
+from gptcourse import config, pretrained
 from gptcourse.config import GPTConfig
 from gptcourse.download import DownloadError
 from gptcourse.generate import generate_text_simple
@@ -285,41 +285,48 @@ def test_known_sha256_is_verified(tmp_path):
         verify_gpt2_file(path, "124M")
 
 
-TINY = GPT2Checkpoint("tiny", "cpu-small", "example/tiny-gpt2", "main", None, None)
+TINY = GPT2Checkpoint("tiny", "tiny-test", "example/tiny-gpt2", "main", None, None)
 
 
-def test_download_without_known_hash_checks_structure(tmp_path, monkeypatch):
-    """Sizes without a confirmed sha256 are checked by header, length and shapes, then renamed."""
+@pytest.fixture
+def tiny_size(monkeypatch, tmp_path):
+    """A pretend official size "tiny" (no known sha256), with its own preset and data folder."""
     monkeypatch.setenv("GPTCOURSE_DATA_DIR", str(tmp_path))
+    monkeypatch.setitem(config.PRESETS, "tiny-test", SMALL.replace(qkv_bias=False, drop_rate=0.1))
     monkeypatch.setitem(pretrained.CHECKPOINTS, "tiny", TINY)
     source = tmp_path / "served.safetensors"
-    write_safetensors(source, gpt2_config("tiny"))
+    write_safetensors(source, SMALL)
+    return source
+
+
+def test_download_without_known_hash_checks_structure(tiny_size, tmp_path, monkeypatch):
+    """Sizes without a confirmed sha256 are checked by header, length and shapes, then renamed."""
     monkeypatch.setattr(pretrained, "_stream_to",
-                        lambda url, handle, timeout: handle.write(source.read_bytes()))
+                        lambda url, handle, timeout: handle.write(tiny_size.read_bytes()))
     path = download_gpt2("tiny")
     assert path == tmp_path / "gpt2" / "tiny" / "model.safetensors"
+    assert download_gpt2("tiny") == path  # already there: checked, not downloaded again
     model = load_pretrained_gpt2("tiny")
-    assert model.cfg.n_layers == 4 and model.cfg.qkv_bias
+    assert model.cfg == SMALL  # gpt2_config turns qkv biases on and dropout off
 
 
-def test_failed_download_leaves_nothing_behind(tmp_path, monkeypatch):
-    monkeypatch.setenv("GPTCOURSE_DATA_DIR", str(tmp_path))
-    monkeypatch.setitem(pretrained.CHECKPOINTS, "tiny", TINY)
-    source = tmp_path / "served.safetensors"
-    write_safetensors(source, gpt2_config("tiny"))
+def test_failed_download_leaves_nothing_behind(tiny_size, tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "_stream_to",
-                        lambda url, handle, timeout: handle.write(source.read_bytes()[:-1000]))
+                        lambda url, handle, timeout: handle.write(tiny_size.read_bytes()[:-1000]))
     with pytest.raises(DownloadError, match="(?s)the file is incomplete.*python -m gptcourse.pretrained tiny"):
         download_gpt2("tiny")
     assert not any((tmp_path / "gpt2" / "tiny").iterdir())
 
 
-def test_failed_fetch_says_how_to_get(monkeypatch):
-    def offline(*args, **kwargs):
+def test_failed_download_with_known_hash_says_how_to_get(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTCOURSE_DATA_DIR", str(tmp_path))
+
+    def offline(url, destination, sha256):
+        assert sha256 == checkpoint_info("124M").sha256 and destination == pretrained.gpt2_path("124M")
         raise DownloadError("no internet")
 
-    monkeypatch.setattr(pretrained, "fetch", offline)
-    with pytest.raises(DownloadError, match="no internet\nGPT-2 124M weights are not on this machine"):
+    monkeypatch.setattr(pretrained, "download", offline)
+    with pytest.raises(DownloadError, match="GPT-2 124M failed: no internet\nGPT-2 124M weights are not on"):
         download_gpt2("124M")
 
 
