@@ -105,8 +105,9 @@ def get_batch(
         )
     # The last start that still leaves room for the shifted target is len - block_size - 1.
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    x = torch.stack([data[i : i + block_size] for i in starts])
-    y = torch.stack([data[i + 1 : i + block_size + 1] for i in starts])
+    # One index tensor (batch_size, block_size) gathers every window at once: far faster than a loop.
+    positions = starts.unsqueeze(1) + torch.arange(block_size)
+    x, y = data[positions], data[positions + 1]
     return x.to(device), y.to(device)
 
 
