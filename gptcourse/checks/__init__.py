@@ -25,6 +25,7 @@ import torch
 
 PASS_MARK = "✅"
 FAIL_MARK = "❌"
+NOT_WRITTEN = "not written yet. Replace `raise NotImplementedError` with your code."
 
 
 class StopCheck(Exception):
@@ -65,15 +66,23 @@ class Check:
             print(f"{PASS_MARK if passed else FAIL_MARK} {message}")
 
     # --- running learner code -------------------------------------------------------------
-    def call(self, what: str, fn: Callable, *args, **kwargs) -> Any:
-        """Call learner code; turn any exception into one finding and stop the check."""
+    def call(self, what: str, fn: Callable, *args, known: Mapping[str, str] | None = None,
+             **kwargs) -> Any:
+        """Call learner code; turn any exception into one finding and stop the check.
+
+        `known` maps a fragment of an error message to a diagnosis of the likely mistake
+        (for example "must match the size" -> "keepdim=True is missing").
+        """
         try:
             return fn(*args, **kwargs)
         except NotImplementedError:
-            self.stop(f"{what}: not written yet. Replace `raise NotImplementedError` with your code.")
+            self.stop(f"{what}: {NOT_WRITTEN}")
         except StopCheck:
             raise
         except Exception as exc:  # a learner's bug, reported in one line
+            for fragment, diagnosis in (known or {}).items():
+                if fragment in str(exc):
+                    self.stop(f"{what} raised {type(exc).__name__}: {diagnosis}")
             self.stop(f"{what} raised {type(exc).__name__}: {exc}")
 
     # --- results --------------------------------------------------------------------------

@@ -11,25 +11,17 @@ from ..config import GPTConfig
 from ..layers import FeedForward, LayerNorm, TransformerBlock, gelu_exact
 from . import Check, close, diagnose, shape_of
 
-NOT_WRITTEN = "not written yet. Replace `raise NotImplementedError` with your code."
 KEEPDIM = ("the shapes do not broadcast: did you forget keepdim=True in mean/var? "
            "Without it the (B, T) statistics cannot line up with the (B, T, C) input")
 
 
 def _attempt(check: Check, what: str, fn, *args, **kwargs):
     """Call learner code; a shape clash from a missing keepdim gets its own diagnosis."""
-    try:
-        return fn(*args, **kwargs)
-    except NotImplementedError:
-        check.stop(f"{what}: {NOT_WRITTEN}")
-    except Exception as exc:
-        if "must match the size of tensor" in str(exc):
-            check.stop(f"{what} raised {type(exc).__name__}: {KEEPDIM}")
-        if "Dimension out of range" in str(exc):
-            check.stop(f"{what} raised {type(exc).__name__}: use dim=-1 (the last dimension) "
-                       f"rather than a fixed number, so that inputs of any shape work")
-        check.stop(f"{what} raised {type(exc).__name__}: {exc}")
-
+    return check.call(what, fn, *args, known={
+        "must match the size of tensor": KEEPDIM,
+        "Dimension out of range": "use dim=-1 (the last dimension) rather than a fixed number, "
+                                  "so that inputs of any shape work",
+    }, **kwargs)
 
 def _name(obj, default: str) -> str:
     return getattr(obj, "__name__", default)
