@@ -131,7 +131,11 @@ def train(
     if not isinstance(settings, TrainSettings):
         raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
     _check_int("checkpoint_every", checkpoint_every, low=0)
-    block_size = settings.block_size or model.cfg.context_length
+    cfg = getattr(model, "cfg", None)
+    if settings.block_size is None and cfg is None:
+        raise ValueError("settings.block_size is needed for a model without a .cfg "
+                         "(TrainSettings(block_size=...))")
+    block_size = settings.block_size or cfg.context_length
     device = torch.device(device)
     model.to(device)
     state = state or new_state(model, settings)

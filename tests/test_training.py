@@ -172,6 +172,16 @@ def test_train_history_layout_and_learning():
     assert not model.training
 
 
+def test_models_without_cfg_need_a_block_size():
+    from gptcourse.bigram import BigramLanguageModel
+
+    with pytest.raises(ValueError, match="settings.block_size is needed"):
+        train(BigramLanguageModel(7), data(), data(), SETTINGS, progress=False)
+    state = train(BigramLanguageModel(7), data(), data(), SETTINGS.replace(block_size=8),
+                  progress=False)
+    assert state.history["val"][-1] < state.history["val"][0]
+
+
 def test_gradient_clipping_caps_the_update():
     # With SGD-like clipping at a tiny norm, one step can hardly move the weights.
     moved = []
