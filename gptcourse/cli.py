@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from .device import DEVICE_CHOICES, pick_device
 from .download import DownloadError, data_dir, sha256_of
 from .generate import generate_text
 from .model import GPTModel, count_parameters
-from .tokenizers import CharTokenizer, gpt2_tokenizer
+from .tokenizers import CharTokenizer, gpt2_tokenizer, tiktoken_cache_dir
 from .trainer import TrainSettings, train
 
 DEFAULT_OUT = "runs/tinyshakespeare-char"
@@ -166,19 +165,12 @@ def _gpt2():
         raise UserError(str(exc)) from exc
 
 
-def _tiktoken_cache() -> Path:
-    """Where tiktoken keeps its files; the CLI puts them beside our data unless told otherwise."""
-    if not os.environ.get("TIKTOKEN_CACHE_DIR") and not os.environ.get("DATA_GYM_CACHE_DIR"):
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(data_dir() / "tiktoken-cache")
-    return Path(os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ["DATA_GYM_CACHE_DIR"])
-
-
 def cmd_data(args: argparse.Namespace) -> int:
     path = data_dir() / TINY_SHAKESPEARE_PATH
     had = path.is_file() and sha256_of(path) == TINY_SHAKESPEARE_SHA256
     path = tiny_shakespeare_path()
     print(f"Tiny Shakespeare: {'already there, verified' if had else 'downloaded and verified'}: {path}")
-    cache = _tiktoken_cache()
+    cache = tiktoken_cache_dir()
     had = all((cache / hashlib.sha1(url.encode()).hexdigest()).is_file() for url in GPT2_FILES)
     _gpt2()  # tiktoken checks the files' sha256 and downloads what is missing
     print(f"GPT-2 tokenizer: {'already there, verified' if had else 'downloaded and verified'}: {cache}")
@@ -196,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckpt_path = out / "ckpt.pt"
     device = pick_device(args.device)
     if args.tokenizer == "gpt2":
-        _tiktoken_cache()
+        tiktoken_cache_dir()
     if args.resume:
         ckpt = load_checkpoint(ckpt_path)
         run_info = ckpt["extra"]
@@ -291,7 +283,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--tokens must be >= 0, got {args.tokens}")
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.get("tokenizer") == "gpt2":
-        _tiktoken_cache()
+        tiktoken_cache_dir()
     model, tokenizer = model_from_checkpoint(ckpt, device=pick_device(args.device))
     if tokenizer is None:
         raise CheckpointError(f"{args.checkpoint} holds no tokenizer, so its ids cannot become text")

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from numbers import Integral
+from pathlib import Path
 
 import torch
+
+from .download import data_dir
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -85,10 +88,21 @@ class CharTokenizer:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
 
 
+def tiktoken_cache_dir() -> Path:
+    """Where tiktoken keeps GPT-2's files: $TIKTOKEN_CACHE_DIR, else beside the course data.
+
+    Setting the default here means `python -m gptcourse data` and the notebooks use one folder.
+    """
+    if not os.environ.get("TIKTOKEN_CACHE_DIR") and not os.environ.get("DATA_GYM_CACHE_DIR"):
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(data_dir() / "tiktoken-cache")
+    return Path(os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ["DATA_GYM_CACHE_DIR"])
+
+
 def gpt2_tokenizer():
     """GPT-2's BPE tokenizer (tiktoken "gpt2"), with a clear message when it cannot be loaded."""
     import tiktoken
 
+    tiktoken_cache_dir()
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as exc:  # tiktoken raises several error types when offline

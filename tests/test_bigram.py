@@ -16,15 +16,6 @@ from gptcourse.bigram import (
 from gptcourse.train import train_simple
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run fastest on one thread, and the test machine is shared.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def markov_corpus(vocab_size: int, length: int, seed: int) -> torch.Tensor:
     """Ids drawn from a random first-order Markov chain: a corpus a bigram model fits exactly."""
     gen = torch.Generator().manual_seed(seed)

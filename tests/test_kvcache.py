@@ -18,15 +18,6 @@ CFG = GPTConfig(vocab_size=97, context_length=16, emb_dim=32, n_heads=4, n_layer
                 drop_rate=0.0, qkv_bias=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_model(dtype=torch.float64, **changes) -> GPTModel:
     """A small model with every weight random (biases and LayerNorms too), so nothing hides."""
     torch.manual_seed(0)

@@ -19,15 +19,6 @@ from gptcourse.layers import FeedForward, LayerNorm
 V, T, C = 65, 8, 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run fastest on one thread, and the test machine is shared.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_rungs_keep_their_names_and_order():
     assert list(RUNGS) == ["bigram + positions", "one head", "multi-head", "multi-head + feed-forward",
                            "blocks + shortcuts", "blocks + shortcuts + LayerNorm"]

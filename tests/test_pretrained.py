@@ -35,15 +35,6 @@ SMALL = GPTConfig(vocab_size=211, context_length=32, emb_dim=64, n_heads=4, n_la
                   drop_rate=0.0, qkv_bias=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_hf_state(cfg: GPTConfig = SMALL, seed: int = 0) -> dict[str, torch.Tensor]:
     """A GPT-2 state dict in Hugging Face names and shapes, with random values."""
     gen = torch.Generator().manual_seed(seed)

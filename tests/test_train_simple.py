@@ -12,15 +12,6 @@ from gptcourse.data import get_batch
 from gptcourse.train import calc_loss_batch, estimate_loss, logits_of, train_simple
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny models run fastest on one thread, and the test machine is shared.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class PlainLogits(nn.Module):
     """A model that returns bare logits (B, T, V), as the GPT of later chapters does."""
 

@@ -23,14 +23,6 @@ from gptcourse.trainer import TrainSettings, train
 CFG = GPTConfig(vocab_size=7, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def data(n=600, seed=0):
     # A learnable pattern with some noise: ids mostly count up modulo 7.
     gen = torch.Generator().manual_seed(seed)
