@@ -7,6 +7,15 @@ from dataclasses import dataclass
 from numbers import Real
 
 
+def replace_fields(obj, what: str, **changes):
+    """dataclasses.replace, with a clear error that lists the valid names for an unknown one."""
+    valid = [f.name for f in dataclasses.fields(obj)]
+    unknown = sorted(set(changes) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; valid: {valid}")
+    return dataclasses.replace(obj, **changes)
+
+
 @dataclass(frozen=True)
 class GPTConfig:
     """Every size that defines a GPT model. Defaults are GPT-2 small (124M)."""
@@ -47,11 +56,7 @@ class GPTConfig:
 
     def replace(self, **changes) -> GPTConfig:
         """A copy with some fields changed (and checked again)."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown config field(s) {sorted(unknown)}; valid fields: "
-                             f"{[f.name for f in dataclasses.fields(self)]}")
-        return dataclasses.replace(self, **changes)
+        return replace_fields(self, "config field(s)", **changes)
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (GPTConfig(**d) turns it back into a config)."""

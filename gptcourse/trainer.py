@@ -16,6 +16,7 @@ from numbers import Integral, Real
 import torch
 from tqdm.auto import tqdm
 
+from .config import replace_fields
 from .data import get_batch
 from .device import autocast
 from .optim import lr_at, make_optimizer
@@ -67,11 +68,7 @@ class TrainSettings:
 
     def replace(self, **changes) -> TrainSettings:
         """A copy with some fields changed (and checked again)."""
-        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ValueError(f"unknown training setting(s) {sorted(unknown)}; valid: "
-                             f"{[f.name for f in dataclasses.fields(self)]}")
-        return dataclasses.replace(self, **changes)
+        return replace_fields(self, "training setting(s)", **changes)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
