@@ -4,7 +4,12 @@
     python benchmarks/kv_cache.py --new-tokens 50 --threads 2
 
 Random weights are fine: the work per token does not depend on what the weights are.
-Both runs happen in this one process, one after the other, so the ratio compares like with like.
+All runs happen in this one process, one after the other, so the ratios compare like with like.
+It times three generations: without the cache (generate_text_simple), with it
+(generate_cached, the model's own modules) and with it through PyTorch's fused kernels
+(generate_cached(fused=True)). It also times the floor of a cached step: every Linear layer on
+one token, which reads every weight once and does nothing else. No cached step can beat it,
+so it bounds the speed-up on this machine.
 On a machine busy with other work, --threads 1 gives steadier numbers (threads that wait for
 each other slow small operations down a lot). Expect the ratio to depend on the machine: a
 cached step mostly reads the 500 MB of weights (memory bandwidth), while an uncached step
@@ -19,6 +24,7 @@ import platform
 import time
 
 import torch
+import torch.nn.functional as F
 
 from gptcourse.generate import generate_text_simple
 from gptcourse.kvcache import generate_cached
@@ -31,6 +37,19 @@ def timed(fn, *args, **kwargs) -> tuple[torch.Tensor, float]:
     start = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
+
+
+@torch.no_grad()
+def weight_reading_floor(model: GPTModel, repeats: int = 5) -> float:
+    """Seconds to run every Linear layer (head included) on one token: the memory-bound floor."""
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for linear in linears:
+            F.linear(torch.zeros(1, 1, linear.in_features), linear.weight, linear.bias)
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 def main() -> None:
@@ -56,15 +75,26 @@ def main() -> None:
 
     # Warm-up: the first calls pay for memory allocation and kernel selection.
     generate_text_simple(model, prompt, 3)
-    generate_cached(model, prompt, 3)
+    generate_cached(model, prompt, 3, fused=True)
 
     plain, t_plain = timed(generate_text_simple, model, prompt, n)
     cached, t_cached = timed(generate_cached, model, prompt, n)
-    same = torch.equal(plain, cached)
-    print(f"without cache: {n / t_plain:8.2f} tokens/s  ({t_plain:.2f} s)")
-    print(f"with cache:    {n / t_cached:8.2f} tokens/s  ({t_cached:.2f} s)")
-    print(f"speed-up:      {t_plain / t_cached:8.2f}x")
-    print(f"same tokens:   {same}")
+    fused, t_fused = timed(generate_cached, model, prompt, n, fused=True)
+    print(f"without cache:               {n / t_plain:7.2f} tokens/s  ({t_plain:6.2f} s)")
+    print(f"with cache:                  {n / t_cached:7.2f} tokens/s  ({t_cached:6.2f} s)  "
+          f"speed-up {t_plain / t_cached:5.2f}x")
+    print(f"with cache, fused kernels:   {n / t_fused:7.2f} tokens/s  ({t_fused:6.2f} s)  "
+          f"speed-up {t_plain / t_fused:5.2f}x")
+    floor = weight_reading_floor(model)
+    bytes_read = sum(p.numel() * p.element_size() for p in model.parameters()) - \
+        model.pos_emb.weight.numel() * model.pos_emb.weight.element_size()
+    print(f"floor of a cached step:      {1e3 * floor:7.1f} ms per token (every Linear once on one token: "
+          f"{bytes_read / 1e6:.0f} MB of weights at {bytes_read / floor / 1e9:.1f} GB/s)")
+    print(f"per token, cached:           {1e3 * t_cached / n:7.1f} ms; fused {1e3 * t_fused / n:.1f} ms; "
+          f"uncached {1e3 * t_plain / n:.1f} ms on average")
+    print(f"best possible speed-up here: {t_plain / n / floor:7.2f}x (uncached time per token / floor)")
+    same = torch.equal(plain, cached) and torch.equal(plain, fused)
+    print(f"same tokens:                 {same}")
     if not same:
         raise SystemExit("the cached tokens differ from generate_text_simple's")
 

@@ -200,12 +200,15 @@ class MultiHeadAttention(nn.Module):
         """(B, n_heads, T, head_dim) -> (B, T, d_out): the inverse of split_heads."""
         return merge_heads(t)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               use_sdpa: bool | None = None) -> torch.Tensor:
         """Causal attention of q (B, nh, Tq, hd) over k, v (B, nh, Tk, hd) -> (B, nh, Tq, hd).
 
-        With Tq < Tk (a KV cache), the queries are the last Tq positions.
+        With Tq < Tk (a KV cache), the queries are the last Tq positions. use_sdpa (default:
+        the module's own setting) picks PyTorch's fused kernel for this one call.
         """
-        if self.use_sdpa:
+        use_sdpa = self.use_sdpa if use_sdpa is None else use_sdpa
+        if use_sdpa:
             p = self.dropout.p if self.training else 0.0
             Tq, Tk = q.size(-2), k.size(-2)
             if Tq == Tk:
@@ -215,8 +218,9 @@ class MultiHeadAttention(nn.Module):
             if not Tq < Tk <= self.context_length:
                 raise ValueError(f"need queries <= keys <= context_length, got {Tq}, {Tk}, "
                                  f"{self.context_length}")
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.mask[Tk - Tq:Tk, :Tk],
-                                                  dropout_p=p)
+            # One new query sits at the last position and may see every key: no mask needed.
+            mask = None if Tq == 1 else self.mask[Tk - Tq:Tk, :Tk]
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         weights = self.dropout(causal_attention_weights(q, k, self.mask))  # (B, nh, Tq, Tk)
         return weights @ v                                                  # (B, nh, Tq, hd)
 

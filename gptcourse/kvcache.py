@@ -7,43 +7,84 @@ the new token only; its query attends over the stored keys and values.
 These functions run the layers and weights of an existing GPTModel (they do not change it):
 `forward_with_cache(model, ids, cache)` gives exactly the logits `model(all_ids)` would give
 for the new positions.
+
+With fused=True, LayerNorm, GELU and attention run through PyTorch's fused kernels
+(F.layer_norm, F.gelu, F.scaled_dot_product_attention) with the model's own weights: the same
+functions in fewer, larger operations. A cached step on a CPU is mostly spent reading the
+weights; fusing removes much of the rest. The logits then agree with the model's to float
+rounding rather than bit for bit.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .attention import MultiHeadAttention
 from .generate import sample_next
-from .layers import TransformerBlock
+from .layers import GELU, FeedForward, LayerNorm, TransformerBlock
 from .model import GPTModel
 
 
 class KVCache:
-    """The keys and values of the tokens seen so far: one (B, n_heads, T, head_dim) pair per layer."""
+    """The keys and values of the tokens seen so far: one (B, n_heads, T, head_dim) pair per layer.
 
-    def __init__(self, n_layers: int):
+    By default append() uses torch.cat, which copies the whole cache into new memory at every
+    step. With capacity=N, the first append reserves room for N positions per layer, and later
+    ones write only the new positions, in place; keys[layer] is then a view of the filled part
+    (so it changes when the cache is reset and refilled).
+    """
+
+    def __init__(self, n_layers: int, capacity: int | None = None):
         if not isinstance(n_layers, int) or n_layers < 1:
             raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
+            raise ValueError(f"capacity must be a positive int (positions per layer) or None, got {capacity!r}")
+        self.capacity = capacity
         self.keys: list[torch.Tensor | None] = [None] * n_layers
         self.values: list[torch.Tensor | None] = [None] * n_layers
+        self._room: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers  # reserved memory
 
     @property
     def length(self) -> int:
         """How many positions are cached (0 when empty)."""
         return 0 if self.keys[0] is None else self.keys[0].size(2)
 
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Put new keys and values (B, nh, T_new, hd) after layer `layer`'s cached ones; return all of them."""
+        past_k, past_v = self.keys[layer], self.values[layer]
+        if self.capacity is None:
+            if past_k is not None:  # time is dim 2: the new positions come after the cached ones
+                k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+        else:
+            start = 0 if past_k is None else past_k.size(2)
+            end = start + k.size(2)
+            if end > self.capacity:
+                raise ValueError(f"the cache has room for capacity={self.capacity} positions and holds "
+                                 f"{start}, so {k.size(2)} more do not fit: reset it, or make it larger")
+            room = self._room[layer]
+            shape = (k.size(0), k.size(1), self.capacity, k.size(3))
+            if start == 0 and (room is None or room[0].shape != shape or room[0].dtype != k.dtype
+                               or room[0].device != k.device):
+                room = self._room[layer] = (k.new_empty(shape), v.new_empty(shape))
+            room[0][:, :, start:end] = k  # only the new positions are written
+            room[1][:, :, start:end] = v
+            k, v = room[0][:, :, :end], room[1][:, :, :end]
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
     def reset(self) -> None:
-        """Forget everything, e.g. to start a new sequence."""
+        """Forget everything, e.g. to start a new sequence (reserved memory is kept for reuse)."""
         self.keys = [None] * len(self.keys)
         self.values = [None] * len(self.values)
 
     def __repr__(self) -> str:
-        return f"KVCache(n_layers={len(self.keys)}, length={self.length})"
+        room = "" if self.capacity is None else f", capacity={self.capacity}"
+        return f"KVCache(n_layers={len(self.keys)}, length={self.length}{room})"
 
 
 def attention_with_cache(att: MultiHeadAttention, x: torch.Tensor, past_k: torch.Tensor | None = None,
-                         past_v: torch.Tensor | None = None):
+                         past_v: torch.Tensor | None = None, fused: bool = False):
     """Causal attention of new tokens x (B, T_new, C) over the past and themselves.
 
     Returns (output (B, T_new, C), keys, values), where keys and values now include the new tokens.
@@ -57,25 +98,59 @@ def attention_with_cache(att: MultiHeadAttention, x: torch.Tensor, past_k: torch
         v = torch.cat([past_v, v], dim=2)
     # attend treats the queries as the last T_new of the T_past + T_new positions: new token i
     # sits at position T_past + i and may look at keys 0 .. T_past + i (the mask's rows T_past:).
-    out = att.attend(q, k, v)  # (B, nh, T_new, hd)
+    out = att.attend(q, k, v, use_sdpa=True if fused else None)  # (B, nh, T_new, hd)
     return att.out_proj(att.merge_heads(out)), k, v
 
 
-def block_with_cache(block: TransformerBlock, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+def layer_norm(norm: LayerNorm, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+    """norm(x), or the same function as one fused kernel."""
+    if not fused:
+        return norm(x)
+    return F.layer_norm(x, (norm.emb_dim,), norm.scale, norm.shift, norm.eps)
+
+
+def feed_forward(ff: FeedForward, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
+    """ff(x), or the same with GELU as one fused kernel instead of five small operations."""
+    if not fused:
+        return ff(x)
+    expand, _, project = ff.layers
+    return project(F.gelu(expand(x), approximate="tanh"))
+
+
+def check_fusable(model: GPTModel) -> None:
+    """fused=True replaces exactly the course's LayerNorm and GELU: refuse anything else."""
+    for i, block in enumerate(model.trf_blocks):
+        ff = block.ff
+        if type(block.norm1) is not LayerNorm or type(block.norm2) is not LayerNorm \
+                or type(ff) is not FeedForward or len(ff.layers) != 3 or type(ff.layers[1]) is not GELU:
+            raise ValueError(f"fused=True needs the course's LayerNorm, FeedForward and GELU, but block "
+                             f"{i} has other modules: use fused=False (the model's own modules)")
+    if type(model.final_norm) is not LayerNorm:
+        raise ValueError("fused=True needs the course's LayerNorm as final_norm, but the model has "
+                         f"{type(model.final_norm).__name__}: use fused=False")
+
+
+def block_with_cache(block: TransformerBlock, x: torch.Tensor, cache: KVCache, layer: int,
+                     fused: bool = False) -> torch.Tensor:
     """One transformer block on the new tokens x (B, T_new, C), reading and extending layer `layer` of the cache."""
-    att_out, cache.keys[layer], cache.values[layer] = attention_with_cache(
-        block.att, block.norm1(x), cache.keys[layer], cache.values[layer])
+    att, h = block.att, layer_norm(block.norm1, x, fused)
+    q, k, v = (att.split_heads(w(h)) for w in (att.W_query, att.W_key, att.W_value))
+    k, v = cache.append(layer, k, v)  # as in attention_with_cache, with the cache's own storage
+    att_out = att.out_proj(att.merge_heads(att.attend(q, k, v, use_sdpa=True if fused else None)))
     x = x + block.drop_shortcut(att_out)
-    return x + block.drop_shortcut(block.ff(block.norm2(x)))
+    return x + block.drop_shortcut(feed_forward(block.ff, layer_norm(block.norm2, x, fused), fused))
 
 
 def forward_with_cache(model: GPTModel, idx_new: torch.Tensor, cache: KVCache,
-                       last_only: bool = False) -> torch.Tensor:
+                       last_only: bool = False, fused: bool = False) -> torch.Tensor:
     """Logits (B, T_new, vocab) for new token ids (B, T_new) that follow the cached ones.
 
     With last_only=True, only the last position goes through the output head: (B, 1, vocab).
+    With fused=True, LayerNorm, GELU and attention use PyTorch's fused kernels (see the top).
     """
     model.check_input(idx_new)
+    if fused:
+        check_fusable(model)
     past, T_new = cache.length, idx_new.size(1)
     if len(cache.keys) != len(model.trf_blocks):
         raise ValueError(f"the cache has {len(cache.keys)} layers but the model has "
@@ -91,23 +166,24 @@ def forward_with_cache(model: GPTModel, idx_new: torch.Tensor, cache: KVCache,
     pos = torch.arange(past, past + T_new, device=idx_new.device)
     x = model.drop_emb(model.tok_emb(idx_new) + model.pos_emb(pos))  # (B, T_new, C)
     for layer, block in enumerate(model.trf_blocks):
-        x = block_with_cache(block, x, cache, layer)
+        x = block_with_cache(block, x, cache, layer, fused)
     if last_only:
         x = x[:, -1:, :]  # generation needs only the last position's prediction
-    return model.out_head(model.final_norm(x))
+    return model.out_head(layer_norm(model.final_norm, x, fused))
 
 
 @torch.no_grad()
 def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
                     context_size: int | None = None, temperature: float = 0.0, top_k: int | None = None,
                     generator: torch.Generator | None = None,
-                    refill_length: int | None = None) -> torch.Tensor:
+                    refill_length: int | None = None, fused: bool = False) -> torch.Tensor:
     """Like generate_text_simple / generate, but each step runs the model on the new token only.
 
     Past the context size, the oldest token must leave the window and every position shifts, so
     the cache is rebuilt from the last `refill_length` tokens. The default (= context_size) matches
     the uncached crop exactly, at the price of a full forward per token; a smaller value is faster
     but the model then sees fewer tokens than the uncached crop, so its tokens can differ.
+    fused=True runs each step through PyTorch's fused kernels (see the top of this module).
     """
     if not isinstance(model, GPTModel):
         raise TypeError(f"model must be a GPTModel, got {type(model).__name__}")
@@ -126,12 +202,20 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
                          f"got {refill_length!r}")
     if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= model.cfg.vocab_size):
         raise ValueError(f"top_k must be an int between 1 and {model.cfg.vocab_size}, got {top_k!r}")
+    if not isinstance(fused, bool):
+        raise TypeError(f"fused must be True or False, got {fused!r}")
+    if fused:
+        check_fusable(model)
     if max_new_tokens == 0:
         return idx
     was_training = model.training
     model.eval()
-    cache = KVCache(model.cfg.n_layers)
-    logits = forward_with_cache(model, idx[:, -context_size:], cache, last_only=True)[:, -1]  # prefill
+    cache = KVCache(model.cfg.n_layers, capacity=context_size)  # written in place, never copied
+
+    def next_logits(ids: torch.Tensor) -> torch.Tensor:  # (B, vocab) after ids, extending the cache
+        return forward_with_cache(model, ids, cache, last_only=True, fused=fused)[:, -1]
+
+    logits = next_logits(idx[:, -context_size:])  # the prefill
     for step in range(max_new_tokens):
         next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1)
         idx = torch.cat([idx, next_id], dim=1)
@@ -140,8 +224,8 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
         if cache.length == context_size:
             # Full: the window slides, every position shifts, so the cached keys are stale.
             cache.reset()
-            logits = forward_with_cache(model, idx[:, -refill_length:], cache, last_only=True)[:, -1]
+            logits = next_logits(idx[:, -refill_length:])
         else:
-            logits = forward_with_cache(model, next_id, cache, last_only=True)[:, -1]
+            logits = next_logits(next_id)
     model.train(was_training)
     return idx

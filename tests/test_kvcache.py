@@ -9,9 +9,12 @@ from gptcourse.generate import generate, generate_text_simple
 from gptcourse.kvcache import (
     KVCache,
     attention_with_cache,
+    feed_forward,
     forward_with_cache,
     generate_cached,
+    layer_norm,
 )
+from gptcourse.layers import FeedForward, LayerNorm
 from gptcourse.model import GPTModel
 
 CFG = GPTConfig(vocab_size=97, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
@@ -41,6 +44,55 @@ def test_cached_logits_equal_full_forward(use_sdpa):
     assert cache.length == 16 and cache.keys[1].shape == (2, 4, 16, 8)
     last = forward_with_cache(model, idx[:, :3], KVCache(CFG.n_layers), last_only=True)
     assert last.shape == (2, 1, 97)
+
+
+def test_fused_layer_norm_and_feed_forward_equal_the_modules():
+    """fused=True computes the same functions as the course's modules (and as torch's own)."""
+    torch.manual_seed(0)
+    norm, ff = LayerNorm(32), FeedForward(CFG)
+    with torch.no_grad():
+        norm.scale.normal_(), norm.shift.normal_()
+    x = torch.randn(3, 5, 32) * 4 + 2
+    with torch.no_grad():
+        torch.testing.assert_close(layer_norm(norm, x, fused=True), norm(x))
+        torch.testing.assert_close(layer_norm(norm, x), norm(x), atol=0, rtol=0)  # unfused: the module
+        reference = torch.nn.LayerNorm(32)
+        reference.weight.copy_(norm.scale), reference.bias.copy_(norm.shift)
+        torch.testing.assert_close(layer_norm(norm, x, fused=True), reference(x))
+        torch.testing.assert_close(feed_forward(ff, x, fused=True), ff(x))
+
+
+@pytest.mark.parametrize("use_sdpa", [False, True])
+def test_fused_cached_logits_equal_full_forward(use_sdpa):
+    model = make_model(torch.float32, use_sdpa=use_sdpa)
+    idx = torch.randint(0, 97, (2, 16))
+    cache = KVCache(CFG.n_layers)
+    with torch.no_grad():
+        parts = [forward_with_cache(model, idx[:, a:b], cache, fused=True) for a, b in [(0, 7), (7, 8), (8, 16)]]
+        torch.testing.assert_close(torch.cat(parts, dim=1), model(idx), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("context_size", [None, 5])
+def test_fused_greedy_matches_generate_text_simple(context_size):
+    """Within and past the context length, in float32 too."""
+    for dtype in (torch.float64, torch.float32):
+        model = make_model(dtype)
+        prompt = torch.randint(0, 97, (2, 3))
+        expected = generate_text_simple(model, prompt, 30, context_size=context_size)
+        assert torch.equal(generate_cached(model, prompt, 30, context_size=context_size, fused=True), expected)
+
+
+def test_fused_refuses_other_modules():
+    model = make_model()
+    model.trf_blocks[1].ff.layers[1] = torch.nn.ReLU()
+    with pytest.raises(ValueError, match="block 1 has other modules: use fused=False"):
+        generate_cached(model, torch.zeros(1, 2, dtype=torch.long), 3, fused=True)
+    model = make_model()
+    model.final_norm = torch.nn.LayerNorm(32).double()
+    with pytest.raises(ValueError, match="final_norm, but the model has LayerNorm: use fused=False"):
+        forward_with_cache(model, torch.zeros(1, 2, dtype=torch.long), KVCache(2), fused=True)
+    with pytest.raises(TypeError, match="fused must be True or False"):
+        generate_cached(make_model(), torch.zeros(1, 2, dtype=torch.long), 3, fused="yes")
 
 
 def test_attention_with_cache_equals_full_attention():
@@ -134,11 +186,49 @@ def test_kv_cache_bookkeeping():
     assert cache.keys == [None] * 3 and cache.values == [None] * 3
 
 
+def test_reserved_cache_writes_in_place_and_equals_cat():
+    """capacity=N: one allocation per layer, new positions written in place, same contents as cat."""
+    torch.manual_seed(0)
+    grown, reserved = KVCache(2), KVCache(2, capacity=10)
+    chunks = [(torch.randn(2, 3, t, 4), torch.randn(2, 3, t, 4)) for t in (4, 1, 3)]
+    for k, v in chunks:
+        for layer in range(2):
+            expected = grown.append(layer, k, v)
+            actual = reserved.append(layer, k, v)
+            for a, b in zip(actual, expected):
+                assert torch.equal(a, b)
+        assert reserved.keys[1].data_ptr() == reserved._room[1][0].data_ptr()  # a view, no copy
+    assert reserved.length == grown.length == 8
+    assert repr(reserved) == "KVCache(n_layers=2, length=8, capacity=10)"
+    with pytest.raises(ValueError, match="room for capacity=10 positions and holds 8, so 3 more do not fit"):
+        reserved.append(0, torch.randn(2, 3, 3, 4), torch.randn(2, 3, 3, 4))
+    room = reserved._room[0][0]
+    reserved.reset()
+    reserved.append(0, torch.randn(2, 3, 2, 4), torch.randn(2, 3, 2, 4))
+    assert reserved._room[0][0] is room and reserved.length == 2  # the memory is reused
+    reserved.reset()
+    reserved.append(0, torch.randn(1, 3, 2, 4), torch.randn(1, 3, 2, 4))  # another batch size: new room
+    assert reserved._room[0][0].shape == (1, 3, 10, 4)
+
+
+def test_reserved_cache_gives_the_same_logits():
+    model = make_model(torch.float32)
+    idx = torch.randint(0, 97, (2, 16))
+    caches = KVCache(CFG.n_layers), KVCache(CFG.n_layers, capacity=16)
+    with torch.no_grad():
+        for a, b in [(0, 5), (5, 6), (6, 16)]:
+            grown, reserved = (forward_with_cache(model, idx[:, a:b], cache) for cache in caches)
+            assert torch.equal(grown, reserved)
+
+
 # --- errors --------------------------------------------------------------------------------------
 def test_cache_errors():
     model = make_model()
     with pytest.raises(ValueError, match="n_layers must be a positive int"):
         KVCache(0)
+    for capacity in (0, 2.5, True):
+        with pytest.raises(ValueError, match="capacity must be a positive int"):
+            KVCache(2, capacity=capacity)
     with pytest.raises(ValueError, match=r"cache has 3 layers but the model has 2.*KVCache\(model.cfg.n_layers\)"):
         forward_with_cache(model, torch.zeros(1, 2, dtype=torch.long), KVCache(3))
     cache = KVCache(2)
