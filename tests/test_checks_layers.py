@@ -7,12 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gptcourse.checks.layers import (
-    check_feed_forward,
-    check_gelu,
-    check_layernorm,
-    check_transformer_block,
-)
+from gptcourse.checks.blocks import check_transformer_block
+from gptcourse.checks.layers import check_feed_forward, check_gelu, check_layernorm
 from gptcourse.layers import GELU, FeedForward, LayerNorm, TransformerBlock, gelu_exact
 
 
