@@ -192,10 +192,11 @@ def test_gelu_mistakes_are_named(fn, words):
 
 # --- FeedForward --------------------------------------------------------------------------------
 class PlantedFeedForward(nn.Module):
-    def __init__(self, cfg, hidden=4, act=None, sequential=True):
+    def __init__(self, cfg, hidden=4, act=None, sequential=True, bias=True):
         super().__init__()
         C = cfg.emb_dim
-        layers = [nn.Linear(C, hidden * C), act if act is not None else GELU(), nn.Linear(hidden * C, C)]
+        layers = [nn.Linear(C, hidden * C, bias=bias), act if act is not None else GELU(),
+                  nn.Linear(hidden * C, C, bias=bias)]
         if sequential:
             self.layers = nn.Sequential(*layers)
         else:
@@ -226,6 +227,7 @@ def test_feed_forward_stub_fails():
     (dict(act=nn.GELU()), "exact GELU"),
     (dict(act=nn.Identity()), "no activation"),
     (dict(sequential=False), "self.layers"),
+    (dict(bias=False), "parameters differ from the reference: use nn.Linear with biases"),
 ])
 def test_feed_forward_mistakes_are_named(kwargs, words):
     result = check_feed_forward(lambda cfg: PlantedFeedForward(cfg, **kwargs))
@@ -333,4 +335,4 @@ def test_block_with_renamed_parts_is_told_to_keep_the_names():
         def forward(self, x):
             return x
 
-    assert has(check_transformer_block(Renamed), "keep")
+    assert has(check_transformer_block(Renamed), "named differently from the reference: keep self.att")

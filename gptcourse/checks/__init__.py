@@ -85,6 +85,14 @@ class Check:
                     self.stop(f"{what} raised {type(exc).__name__}: {diagnosis}")
             self.stop(f"{what} raised {type(exc).__name__}: {exc}")
 
+    def copy_weights(self, module, reference, hint: str) -> None:
+        """Give the learner's module the reference's weights, so outputs can be compared exactly;
+        stop with `hint` when the parameter names or shapes differ."""
+        try:
+            module.load_state_dict(reference.state_dict())
+        except Exception:
+            self.stop(hint)
+
     # --- results --------------------------------------------------------------------------
     @property
     def passed(self) -> bool:

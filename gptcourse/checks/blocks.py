@@ -64,11 +64,8 @@ BLOCK_MISTAKES = {
 def _make_block(check: Check, block_class, cfg: GPTConfig):
     block = _attempt(check, f"{_name(block_class, 'TransformerBlock')}(cfg)", block_class, cfg)
     ref = TransformerBlock(cfg)
-    try:
-        block.load_state_dict(ref.state_dict())
-    except Exception:
-        check.stop("the block's parameters are named differently from the reference: keep "
-                   "self.att, self.ff, self.norm1, self.norm2 and self.drop_shortcut from __init__")
+    check.copy_weights(block, ref, "the block's parameters are named differently from the reference: "
+                       "keep self.att, self.ff, self.norm1, self.norm2 and self.drop_shortcut from __init__")
     for module in (block, ref):  # a trained-looking LayerNorm, so a swapped norm shows
         with torch.no_grad():
             gen = torch.Generator().manual_seed(9)

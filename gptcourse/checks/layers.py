@@ -245,11 +245,8 @@ def check_feed_forward(feed_forward_class) -> Check:
                        f"4 * emb_dim = {4 * C}")
         check.ok(f"Linear({C}, {4 * C}) -> ... -> Linear({4 * C}, {C}): expand 4x, then project back")
         ref = FeedForward(FF_CFG)
-        try:
-            ff.load_state_dict(ref.state_dict())
-        except Exception:
-            check.stop("the layers' parameters differ from the reference: use nn.Linear with "
-                       "biases for layers[0] and layers[2], and a GELU without parameters")
+        check.copy_weights(ff, ref, "the layers' parameters differ from the reference: use nn.Linear "
+                           "with biases for layers[0] and layers[2], and a GELU without parameters")
         x = torch.randn(2, 5, C, generator=torch.Generator().manual_seed(8)) * 2
         with torch.no_grad():
             out = _attempt(check, "FeedForward(x)", ff, x)
