@@ -5,8 +5,8 @@ the keys and values of the earlier positions never change. With the cache, the m
 the new token only; its query attends over the stored keys and values.
 
 These functions run the layers and weights of an existing GPTModel (they do not change it):
-`forward_with_cache(model, ids, cache)` gives exactly the logits `model(all_ids)` would give
-for the new positions.
+`forward_with_cache(model, ids, cache)` gives the logits `model(all_ids)` would give for the
+new positions: the same computation, up to the order in which float sums are added.
 
 With fused=True, LayerNorm, GELU and attention run through PyTorch's fused kernels
 (F.layer_norm, F.gelu, F.scaled_dot_product_attention) with the model's own weights: the same
@@ -88,6 +88,7 @@ def attention_with_cache(att: MultiHeadAttention, x: torch.Tensor, past_k: torch
     """Causal attention of new tokens x (B, T_new, C) over the past and themselves.
 
     Returns (output (B, T_new, C), keys, values), where keys and values now include the new tokens.
+    fused=True uses PyTorch's fused attention kernel for this call.
     """
     q = att.split_heads(att.W_query(x))  # (B, nh, T_new, hd): only the new tokens ask
     k = att.split_heads(att.W_key(x))    # (B, nh, T_new, hd)

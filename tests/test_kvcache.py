@@ -87,11 +87,14 @@ def test_fused_refuses_other_modules():
         generate_cached(make_model(), torch.zeros(1, 2, dtype=torch.long), 3, fused="yes")
 
 
-def test_attention_with_cache_equals_full_attention():
+@pytest.mark.parametrize("fused", [False, True])
+def test_attention_with_cache_equals_full_attention(fused):
     att = make_model().trf_blocks[0].att
     x = torch.randn(1, 9, 32, dtype=torch.float64)
-    out1, k, v = attention_with_cache(att, x[:, :6])
-    out2, k, v = attention_with_cache(att, x[:, 6:], k, v)
+    out1, k, v = attention_with_cache(att, x[:, :6], fused=fused)
+    out2, k, v = attention_with_cache(att, x[:, 6:7], k, v, fused=fused)  # one new query: no mask
+    out3, k, v = attention_with_cache(att, x[:, 7:], k, v, fused=fused)   # two: the shifted mask
+    out2 = torch.cat([out2, out3], dim=1)
     torch.testing.assert_close(torch.cat([out1, out2], dim=1), att(x))
     assert k.shape == v.shape == (1, 4, 9, 8)
 
