@@ -24,10 +24,9 @@ import platform
 import time
 
 import torch
-import torch.nn.functional as F
 
 from gptcourse.generate import generate_text_simple
-from gptcourse.kvcache import generate_cached
+from gptcourse.kvcache import generate_cached, weight_reading_floor
 from gptcourse.model import GPTModel
 from gptcourse.pretrained import gpt2_config
 from gptcourse.tokenizers import gpt2_tokenizer, text_to_token_ids
@@ -37,19 +36,6 @@ def timed(fn, *args, **kwargs) -> tuple[torch.Tensor, float]:
     start = time.perf_counter()
     out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
-
-
-@torch.no_grad()
-def weight_reading_floor(model: GPTModel, repeats: int = 5) -> float:
-    """Seconds to run every Linear layer (head included) on one token: the memory-bound floor."""
-    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for linear in linears:
-            F.linear(torch.zeros(1, 1, linear.in_features), linear.weight, linear.bias)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -85,9 +71,7 @@ def main() -> None:
           f"speed-up {t_plain / t_cached:5.2f}x")
     print(f"with cache, fused kernels:   {n / t_fused:7.2f} tokens/s  ({t_fused:6.2f} s)  "
           f"speed-up {t_plain / t_fused:5.2f}x")
-    floor = weight_reading_floor(model)
-    bytes_read = sum(p.numel() * p.element_size() for p in model.parameters()) - \
-        model.pos_emb.weight.numel() * model.pos_emb.weight.element_size()
+    floor, bytes_read = weight_reading_floor(model)
     print(f"floor of a cached step:      {1e3 * floor:7.1f} ms per token (every Linear once on one token: "
           f"{bytes_read / 1e6:.0f} MB of weights at {bytes_read / floor / 1e9:.1f} GB/s)")
     print(f"per token, cached:           {1e3 * t_cached / n:7.1f} ms; fused {1e3 * t_fused / n:.1f} ms; "

@@ -17,6 +17,8 @@ rounding rather than bit for bit.
 
 from __future__ import annotations
 
+import time
+
 import torch
 import torch.nn.functional as F
 
@@ -83,6 +85,20 @@ class KVCache:
         return f"KVCache(n_layers={len(self.keys)}, length={self.length}{room})"
 
 
+def _new_qkv(att: MultiHeadAttention, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Queries, keys and values of the new tokens x (B, T_new, C): each (B, nh, T_new, hd)."""
+    return tuple(att.split_heads(w(x)) for w in (att.W_query, att.W_key, att.W_value))
+
+
+def _attend(att: MultiHeadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            fused: bool) -> torch.Tensor:
+    """The new queries over all keys and values, heads merged and projected: (B, T_new, C)."""
+    # attend treats the queries as the last T_new of the T_past + T_new positions: new token i
+    # sits at position T_past + i and may look at keys 0 .. T_past + i (the mask's rows T_past:).
+    out = att.attend(q, k, v, use_sdpa=True if fused else None)  # (B, nh, T_new, hd)
+    return att.out_proj(att.merge_heads(out))
+
+
 def attention_with_cache(att: MultiHeadAttention, x: torch.Tensor, past_k: torch.Tensor | None = None,
                          past_v: torch.Tensor | None = None, fused: bool = False):
     """Causal attention of new tokens x (B, T_new, C) over the past and themselves.
@@ -90,17 +106,12 @@ def attention_with_cache(att: MultiHeadAttention, x: torch.Tensor, past_k: torch
     Returns (output (B, T_new, C), keys, values), where keys and values now include the new tokens.
     fused=True uses PyTorch's fused attention kernel for this call.
     """
-    q = att.split_heads(att.W_query(x))  # (B, nh, T_new, hd): only the new tokens ask
-    k = att.split_heads(att.W_key(x))    # (B, nh, T_new, hd)
-    v = att.split_heads(att.W_value(x))
+    q, k, v = _new_qkv(att, x)  # only the new tokens ask
     if past_k is not None:
         # Time is dim 2 of (B, nh, T, hd): the new positions come after the cached ones.
         k = torch.cat([past_k, k], dim=2)  # (B, nh, T_past + T_new, hd)
         v = torch.cat([past_v, v], dim=2)
-    # attend treats the queries as the last T_new of the T_past + T_new positions: new token i
-    # sits at position T_past + i and may look at keys 0 .. T_past + i (the mask's rows T_past:).
-    out = att.attend(q, k, v, use_sdpa=True if fused else None)  # (B, nh, T_new, hd)
-    return att.out_proj(att.merge_heads(out)), k, v
+    return _attend(att, q, k, v, fused), k, v
 
 
 def layer_norm(norm: LayerNorm, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
@@ -134,11 +145,9 @@ def check_fusable(model: GPTModel) -> None:
 def block_with_cache(block: TransformerBlock, x: torch.Tensor, cache: KVCache, layer: int,
                      fused: bool = False) -> torch.Tensor:
     """One transformer block on the new tokens x (B, T_new, C), reading and extending layer `layer` of the cache."""
-    att, h = block.att, layer_norm(block.norm1, x, fused)
-    q, k, v = (att.split_heads(w(h)) for w in (att.W_query, att.W_key, att.W_value))
+    q, k, v = _new_qkv(block.att, layer_norm(block.norm1, x, fused))
     k, v = cache.append(layer, k, v)  # as in attention_with_cache, with the cache's own storage
-    att_out = att.out_proj(att.merge_heads(att.attend(q, k, v, use_sdpa=True if fused else None)))
-    x = x + block.drop_shortcut(att_out)
+    x = x + block.drop_shortcut(_attend(block.att, q, k, v, fused))
     return x + block.drop_shortcut(feed_forward(block.ff, layer_norm(block.norm2, x, fused), fused))
 
 
@@ -230,3 +239,26 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
             logits = next_logits(next_id)
     model.train(was_training)
     return idx
+
+
+@torch.no_grad()
+def weight_reading_floor(model: torch.nn.Module, repeats: int = 5) -> tuple[float, int]:
+    """The floor of a cached step: (seconds, bytes) to run every Linear layer once on one token.
+
+    That reads every weight matrix once and does nothing else, so no cached step can be faster.
+    The seconds are the best of `repeats` runs; the bytes are what those layers' parameters take.
+    """
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
+    if not linears:
+        raise ValueError("the model has no Linear layers, so there is no weight-reading floor to time")
+    inputs = [torch.zeros(1, 1, lin.in_features, dtype=lin.weight.dtype, device=lin.weight.device)
+              for lin in linears]
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for linear, x in zip(linears, inputs):
+            F.linear(x, linear.weight, linear.bias)
+        best = min(best, time.perf_counter() - start)
+    return best, sum(p.numel() * p.element_size() for lin in linears for p in lin.parameters())

@@ -13,6 +13,7 @@ from gptcourse.kvcache import (
     forward_with_cache,
     generate_cached,
     layer_norm,
+    weight_reading_floor,
 )
 from gptcourse.layers import FeedForward, LayerNorm
 from gptcourse.model import GPTModel
@@ -214,6 +215,19 @@ def test_reserved_cache_gives_the_same_logits():
         for a, b in [(0, 5), (5, 6), (6, 16)]:
             grown, reserved = (forward_with_cache(model, idx[:, a:b], cache) for cache in caches)
             assert torch.equal(grown, reserved)
+
+
+def test_weight_reading_floor_counts_every_linear_weight_once():
+    model = make_model()  # float64, qkv biases, head tied to the embedding
+    seconds, n_bytes = weight_reading_floor(model, repeats=2)
+    C, H = CFG.emb_dim, 4 * CFG.emb_dim
+    per_block = 4 * (C * C + C) + (C * H + H) + (H * C + C)  # q, k, v, out_proj; expand; project
+    assert n_bytes == 8 * (CFG.n_layers * per_block + CFG.vocab_size * C)
+    assert isinstance(seconds, float) and seconds > 0
+    with pytest.raises(ValueError, match="repeats must be a positive int"):
+        weight_reading_floor(model, repeats=0)
+    with pytest.raises(ValueError, match="no Linear layers"):
+        weight_reading_floor(torch.nn.LayerNorm(4))
 
 
 # --- errors --------------------------------------------------------------------------------------
