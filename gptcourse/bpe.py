@@ -145,6 +145,10 @@ class BPETokenizer:
             self.special_tokens, key=len, reverse=True))) if self.special_tokens else None)
         self._cache: dict[str, list[int]] = {}
 
+    def clear_cache(self) -> None:
+        """Forget the pieces encoded so far (only needed to time encoding from scratch)."""
+        self._cache.clear()
+
     @property
     def n_vocab(self) -> int:
         """Number of ids: one more than the largest id (the same name as tiktoken's)."""
@@ -189,6 +193,9 @@ class BPETokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if isinstance(allowed_special, str) and allowed_special != "all":
+            raise TypeError(f"allowed_special must be a set of special tokens, e.g. "
+                            f"{{{allowed_special!r}}}, or the string 'all'; got {allowed_special!r}")
         allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
         unknown = allowed - set(self.special_tokens)
         if unknown:

@@ -147,6 +147,8 @@ def test_special_tokens_after_the_merges():
         tok.encode("hi <|endoftext|>")
     with pytest.raises(ValueError, match="not special tokens"):
         tok.encode("hi", allowed_special={"<|fim|>"})
+    with pytest.raises(TypeError, match=r"allowed_special must be a set.*\{'<\|endoftext\|>'\}"):
+        tok.encode("hi", allowed_special=END_OF_TEXT)
 
 
 @pytest.mark.parametrize("bad, error, words", [
