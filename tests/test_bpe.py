@@ -1,7 +1,11 @@
 """Byte-level BPE: merging, training, encode/decode, GPT-2's encoder equal to tiktoken's,
 the Korean corpus and reading files in other encodings."""
 
+import ast
+import os
 import random
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -126,6 +130,22 @@ def test_training_is_deterministic():
     second = train_bpe(text, 400, progress=False)
     assert list(first.merges.items()) == list(second.merges.items())
     assert first.encode(text) == second.encode(text)
+
+
+def test_training_does_not_depend_on_hash_seeds():
+    """Python randomises str hashes per process: the merges must not depend on dict or set order."""
+    path = korean_constitution_path(download_ok=False)
+    code = ("import sys; from gptcourse.bpe import train_bpe; "
+            "text = open(sys.argv[1], encoding='utf-8').read(); "
+            "print(list(train_bpe(text, 300, progress=False).merges.items()))")
+    runs = [subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2")]
+    assert runs[0] == runs[1] and len(ast.literal_eval(runs[0])) == 300 - 256
+
+
+def test_first_merges_on_tiny_shakespeare():
+    tok = train_bpe(load_text(), 256 + 5, progress=False)
+    assert [tok.vocab[i] for i in range(256, 261)] == [b" t", b"he", b" a", b"ou", b" s"]
 
 
 def test_training_stops_when_nothing_is_left_to_merge():
