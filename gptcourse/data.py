@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import codecs
 from numbers import Integral
 from pathlib import Path
 
@@ -44,11 +43,7 @@ CORPORA = {"tinyshakespeare": tiny_shakespeare_path, "korean-constitution": kore
 def load_text(source: str | Path = "tinyshakespeare", encoding: str = "utf-8") -> str:
     """Load a corpus: "tinyshakespeare" (the default), "korean-constitution", or the path of a
     text file in `encoding` (UTF-8 unless given, e.g. encoding="cp949" for Korean Windows files)."""
-    try:
-        codecs.lookup(encoding)
-    except (LookupError, TypeError) as exc:
-        raise ValueError(f"encoding {encoding!r} is not an encoding Python knows: use a name "
-                         f"such as 'utf-8' or 'cp949'") from exc
+    codec = _codec_name(encoding)
     if str(source) in CORPORA:
         path = CORPORA[str(source)]()
     else:
@@ -60,14 +55,24 @@ def load_text(source: str | Path = "tinyshakespeare", encoding: str = "utf-8") -
                 f"or the path of a UTF-8 text file"
             )
     # utf-8-sig also reads UTF-8 files that start with a byte-order mark (some editors add one).
-    utf8 = codecs.lookup(encoding).name == "utf-8"
     try:
-        text = path.read_text(encoding="utf-8-sig" if utf8 else encoding)
+        text = path.read_text(encoding="utf-8-sig" if codec == "utf-8" else encoding)
     except UnicodeDecodeError as exc:
         raise ValueError(_decode_error(path, encoding)) from exc
     if not text:
         raise ValueError(f"{path} is empty: a corpus needs at least some text")
     return text
+
+
+def _codec_name(encoding: str) -> str:
+    """Python's own name for an encoding ("UTF8" -> "utf-8"); a ValueError if it has none."""
+    import codecs
+
+    try:
+        return codecs.lookup(encoding).name
+    except (LookupError, TypeError) as exc:
+        raise ValueError(f"encoding {encoding!r} is not an encoding Python knows: use a name "
+                         f"such as 'utf-8' or 'cp949'") from exc
 
 
 def _decode_error(path: Path, encoding: str) -> str:
@@ -81,7 +86,7 @@ def _decode_error(path: Path, encoding: str) -> str:
     fits = [name for name in LIKELY_ENCODINGS if name != encoding and _decodes(data, name)]
     hint = (f"It reads without error as {', '.join(fits)}" if fits else "None of the usual "
             f"encodings ({', '.join(LIKELY_ENCODINGS)}) reads it either")
-    label = "UTF-8" if codecs.lookup(encoding).name == "utf-8" else encoding
+    label = "UTF-8" if _codec_name(encoding) == "utf-8" else encoding
     return (f"{path} is not {label} text: decoding failed{where}. {hint} "
             f"(files from Korean Windows are often cp949). Pass the file's encoding, e.g. "
             f"load_text(path, encoding='{fits[0] if fits else 'cp949'}') or "
