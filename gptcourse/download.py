@@ -9,7 +9,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from .progress import progress_bar
 
 DATA_DIR_ENV = "GPTCOURSE_DATA_DIR"
 
@@ -49,7 +49,7 @@ def verify(path: Path, sha256: str) -> None:
 def _stream_to(url: str, handle, timeout: float) -> None:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name, leave=False) as bar:
+        with progress_bar(total=total, unit="B", unit_scale=True, desc=Path(url).name, leave=False) as bar:
             for chunk in iter(lambda: response.read(1 << 16), b""):
                 handle.write(chunk)
                 bar.update(len(chunk))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from .data import create_dataloader, get_batch
+from .progress import progress_bar
 
 
 def logits_of(output) -> torch.Tensor:
@@ -119,7 +119,7 @@ def train_simple(
     history: dict[str, list] = {"step": [], "train": [], "val": [], "batch_loss": []}
     splits = {"train": train_data, "val": val_data}
     model.train()
-    bar = tqdm(range(steps), desc="training", disable=not progress, leave=False)
+    bar = progress_bar(range(steps), desc="training", disable=not progress, leave=False)
     for step in bar:
         if step % eval_interval == 0:
             _record(history, step, estimate_loss(model, splits, block_size, batch_size, eval_iters,

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from numbers import Integral, Real
 
 import torch
-from tqdm.auto import tqdm
 
 from .config import replace_fields
 from .data import get_batch
 from .device import autocast
 from .optim import lr_at, make_optimizer
+from .progress import progress_bar
 from .train import calc_loss_batch, estimate_loss
 
 HISTORY_KEYS = ("step", "train", "val", "batch_loss", "lr")
@@ -148,7 +148,7 @@ def train(
         history["val"].append(losses["val"])
 
     model.train()
-    bar = tqdm(range(state.step, settings.max_iters), initial=state.step, total=settings.max_iters,
+    bar = progress_bar(range(state.step, settings.max_iters), initial=state.step, total=settings.max_iters,
                desc="training", disable=not progress)
     for step in bar:
         if step % settings.eval_interval == 0 and (not history["step"] or history["step"][-1] != step):

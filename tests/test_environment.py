@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -54,10 +55,26 @@ def test_python_pinned(conda_specs):
     assert conda_specs["python"] == "python=3.11"
 
 
-def test_cpu_pytorch_matches_constraints(conda_specs):
+def test_cpu_pytorch_is_a_range_that_admits_the_pinned_version(conda_specs):
     assert "pytorch-cpu" in conda_specs, "use the CPU build: no multi-GB CUDA download"
+    spec = SpecifierSet(conda_specs["pytorch-cpu"].removeprefix("pytorch-cpu"))
+    # A range, as pyproject.toml's: an exact conda-forge version may not exist (see the comment).
+    assert not any(s.operator in ("==", "===") for s in spec), "pin a range, not one version"
     pinned = re.search(r"^torch==(\S+)", (ROOT / "constraints.txt").read_text(), re.M).group(1)
-    assert conda_specs["pytorch-cpu"] == f"pytorch-cpu={pinned}"
+    assert pinned in spec
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    torch_req = next(Requirement(r) for r in pyproject["project"]["dependencies"]
+                     if Requirement(r).name == "torch")
+    assert spec == torch_req.specifier
+
+
+def test_python_range_matches_the_makefile_check():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    supported = SpecifierSet(pyproject["project"]["requires-python"])
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    low, high = re.search(r"\((3, \d+)\) <= v <= \((3, \d+)\)", makefile).groups()
+    assert f"{low.replace(', ', '.')}.0" in supported and f"{high.replace(', ', '.')}.0" in supported
+    assert f"3.{int(high[3:]) + 1}.0" not in supported and f"3.{int(low[3:]) - 1}.0" not in supported
 
 
 @pytest.mark.parametrize("name", runtime_dependencies())

@@ -1,0 +1,132 @@
+"""`make lab`: the learner's working copy, the JupyterLab command line, and a real server start."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gptcourse.lab import MANIFEST, lab_command, sync_workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_course(root: Path, chapters: dict[str, str]) -> Path:
+    """A fake course: {"notebooks/01.ipynb": "text", ...} written under root."""
+    for name, text in chapters.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+    for folder in ("notebooks", "exercises", "solutions"):
+        (root / folder).mkdir(exist_ok=True)
+    return root
+
+
+def test_first_sync_copies_every_course_notebook(tmp_path):
+    course = make_course(tmp_path / "course", {"notebooks/01.ipynb": "a", "exercises/ch01.ipynb": "b",
+                                               "solutions/ch01.ipynb": "c"})
+    work = tmp_path / "work"
+    report = sync_workspace(course, work)
+    assert sorted(report.copied) == ["exercises/ch01.ipynb", "notebooks/01.ipynb", "solutions/ch01.ipynb"]
+    assert (work / "notebooks/01.ipynb").read_text() == "a"
+    assert (work / "exercises/ch01.ipynb").read_text() == "b"
+    again = sync_workspace(course, work)
+    assert again.copied == again.updated == again.kept == []
+
+
+def test_learner_edits_survive_a_course_update(tmp_path):
+    course = make_course(tmp_path / "course", {"notebooks/01.ipynb": "v1", "notebooks/02.ipynb": "v1"})
+    work = tmp_path / "work"
+    sync_workspace(course, work)
+    (work / "notebooks/01.ipynb").write_text("my answers")     # the learner saves their work
+    (course / "notebooks/01.ipynb").write_text("v2")           # a git pull changes both chapters
+    (course / "notebooks/02.ipynb").write_text("v2")
+    (course / "notebooks/03.ipynb").write_text("new")          # and adds one
+    report = sync_workspace(course, work)
+    assert report.kept == ["notebooks/01.ipynb"]
+    assert report.updated == ["notebooks/02.ipynb"]
+    assert report.copied == ["notebooks/03.ipynb"]
+    assert (work / "notebooks/01.ipynb").read_text() == "my answers"
+    assert (work / "notebooks/02.ipynb").read_text() == "v2"
+    assert any("kept your edited" in line for line in report.lines())
+    # Still the learner's on the next run: it is never overwritten later either.
+    assert sync_workspace(course, work).kept == ["notebooks/01.ipynb"]
+    assert (work / "notebooks/01.ipynb").read_text() == "my answers"
+
+
+def test_a_damaged_manifest_never_costs_the_learner_their_work(tmp_path):
+    course = make_course(tmp_path / "course", {"notebooks/01.ipynb": "v1"})
+    work = tmp_path / "work"
+    sync_workspace(course, work)
+    (work / "notebooks/01.ipynb").write_text("my answers")
+    (work / MANIFEST).write_text("{not json")
+    (course / "notebooks/01.ipynb").write_text("v2")
+    assert sync_workspace(course, work).kept == ["notebooks/01.ipynb"]
+    assert (work / "notebooks/01.ipynb").read_text() == "my answers"
+
+
+def test_lab_command_adds_allow_root_only_for_root(tmp_path):
+    as_root = lab_command(tmp_path, ["--port", "8899", "--no-browser"], as_root=True)
+    as_user = lab_command(tmp_path, [], as_root=False)
+    assert "--allow-root" in as_root and "--allow-root" not in as_user
+    assert as_root[-2:] == ["--port", "8899", "--no-browser"][-2:] and "8899" in as_root
+    assert f"--ServerApp.root_dir={tmp_path}" in as_user
+    assert "--LabApp.default_url=/lab/tree/notebooks" in as_user
+
+
+def test_make_lab_passes_lab_args_through():
+    result = subprocess.run(["make", "-n", "lab", "LAB_ARGS=--port 8899 --no-browser"], cwd=ROOT,
+                            capture_output=True, text=True, check=True)
+    assert "-m gptcourse.lab --port 8899 --no-browser" in result.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get_json(url: str, token: str):
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_jupyterlab_serves_chapters_exercises_and_solutions(tmp_path):
+    """Start the real server the way `make lab` does, on loopback, and ask it for each folder."""
+    pytest.importorskip("jupyterlab")
+    port, token = _free_port(), "gptcourse-test"
+    env = dict(os.environ, GPTCOURSE_WORKSPACE=str(tmp_path / "workspace"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gptcourse.lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={token}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                listing = _get_json(f"{base}/api/contents", token)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("JupyterLab did not start (as this user) within 90 s") from None
+                time.sleep(0.5)
+        assert {"notebooks", "exercises", "solutions"} <= {item["name"] for item in listing["content"]}
+        for folder in ("notebooks", "exercises", "solutions"):
+            names = {item["name"] for item in _get_json(f"{base}/api/contents/{folder}", token)["content"]}
+            assert {p.name for p in (ROOT / folder).glob("*.ipynb")} <= names, folder
+        specs = _get_json(f"{base}/api/kernelspecs", token)["kernelspecs"]
+        chapter = json.loads((ROOT / "notebooks/01_data.ipynb").read_text(encoding="utf-8"))
+        wanted = chapter["metadata"]["kernelspec"]
+        # The notebook names a kernel the server has, with the same display name: no dialog, no change.
+        assert wanted["name"] in specs
+        assert specs[wanted["name"]]["spec"]["display_name"] == wanted["display_name"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert (tmp_path / "workspace/exercises/ch01_data.ipynb").is_file()
