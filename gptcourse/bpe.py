@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from numbers import Integral
 
 import regex
-from tqdm.auto import tqdm
+
+from .progress import progress_bar
 
 # GPT-2's pre-tokenizer: contractions, words with an optional leading space, numbers, runs of
 # other symbols, and whitespace. Merges never cross the boundaries between these pieces.
@@ -95,7 +96,7 @@ def train_bpe(text: str, vocab_size: int, pattern: str | None = GPT2_SPLIT_PATTE
         for pair in zip(ids, ids[1:]):
             where.setdefault(pair, set()).add(w)
     merges: dict[Pair, int] = {}
-    for new_id in tqdm(range(256, vocab_size), desc="BPE merges", disable=not progress):
+    for new_id in progress_bar(range(256, vocab_size), desc="BPE merges", disable=not progress):
         if not counts:
             break  # every piece is a single token: nothing left to merge
         pair = best_pair(counts)
