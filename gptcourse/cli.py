@@ -20,8 +20,11 @@ from .checkpoint import (
 )
 from .config import PRESETS, GPTConfig, get_config
 from .data import (
+    KOREAN_CONSTITUTION_PATH,
+    KOREAN_CONSTITUTION_SHA256,
     TINY_SHAKESPEARE_PATH,
     TINY_SHAKESPEARE_SHA256,
+    korean_constitution_path,
     load_text,
     tiny_shakespeare_path,
     train_val_split,
@@ -44,7 +47,7 @@ MAIN_HELP = """\
 Train a small GPT and sample text from it, on a laptop CPU or a GPU.
 
 Typical session:
-  gptcourse data                      download Tiny Shakespeare and GPT-2's tokenizer once
+  gptcourse data                      download the corpora and GPT-2's tokenizer once
   gptcourse train                     train the course's CPU model (a few minutes on a laptop)
   gptcourse sample --prompt "ROMEO:"  write text with the trained model
 
@@ -57,6 +60,8 @@ examples:
   gptcourse train --max-iters 5000 --out runs/long a longer run in its own folder
   gptcourse train --out runs/long --resume         continue it after a crash or Ctrl-C
   gptcourse train --corpus my_poems.txt --out runs/poems   your own UTF-8 text file
+  gptcourse train --corpus korean-constitution --out runs/ko  Korean text (downloaded once)
+  gptcourse train --corpus notes.txt --encoding cp949 --out runs/notes  a Korean Windows file
   gptcourse train --tokenizer gpt2 --out runs/bpe  GPT-2 tokens instead of characters
   gptcourse train --device cuda --n-layers 6 --emb-dim 384 --n-heads 6 --context-length 256
 
@@ -98,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     what = tr.add_argument_group("what to train on")
     what.add_argument("--corpus", default="tinyshakespeare", metavar="NAME_OR_FILE",
-                      help="'tinyshakespeare' (downloaded once) or the path of a UTF-8 text file")
+                      help="'tinyshakespeare' or 'korean-constitution' (downloaded once), "
+                           "or the path of a text file")
+    what.add_argument("--encoding", default="utf-8",
+                      help="the text file's encoding (default utf-8; Korean Windows files: cp949)")
     what.add_argument("--tokenizer", choices=["char", "gpt2"], default="char",
                       help="'char': one token per character; 'gpt2': GPT-2's BPE tokens (default: char)")
     model = tr.add_argument_group("model size (a preset, optionally changed)")
@@ -147,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.set_defaults(func=cmd_sample)
 
     da = commands.add_parser("data", help="download everything once, for offline or classroom use",
-                             description="Download Tiny Shakespeare and GPT-2's tokenizer files into "
+                             description="Download Tiny Shakespeare, the Korean corpus and GPT-2's "
+                                         "tokenizer files into "
                                          "their caches and verify them. Set GPTCOURSE_DATA_DIR and "
                                          "TIKTOKEN_CACHE_DIR to choose the folders.")
     da.set_defaults(func=cmd_data)
@@ -170,6 +179,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     had = path.is_file() and sha256_of(path) == TINY_SHAKESPEARE_SHA256
     path = tiny_shakespeare_path()
     print(f"Tiny Shakespeare: {'already there, verified' if had else 'downloaded and verified'}: {path}")
+    path = data_dir() / KOREAN_CONSTITUTION_PATH
+    had = path.is_file() and sha256_of(path) == KOREAN_CONSTITUTION_SHA256
+    path = korean_constitution_path()
+    print(f"Korean corpus: {'already there, verified' if had else 'downloaded and verified'}: {path}")
     cache = tiktoken_cache_dir()
     had = all((cache / hashlib.sha1(url.encode()).hexdigest()).is_file() for url in GPT2_FILES)
     _gpt2()  # tiktoken checks the files' sha256 and downloads what is missing
@@ -203,12 +216,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"Extending the run from {settings.max_iters} to {args.max_iters} steps "
                   f"(the learning-rate schedule stretches to the new end).")
             settings = settings.replace(max_iters=args.max_iters)
-        tokenizer, text = _tokenizer_and_text(run_info["corpus"], run_info["tokenizer"], ckpt)
+        tokenizer, text = _tokenizer_and_text(run_info["corpus"], run_info["tokenizer"], ckpt,
+                                              run_info.get("encoding", "utf-8"))
     else:
         if ckpt_path.exists() and not args.force:
             raise ValueError(f"{ckpt_path} already holds a run: add --resume to continue it, "
                              f"--force to start again from scratch, or choose another --out")
-        tokenizer, text = _tokenizer_and_text(args.corpus, args.tokenizer)
+        tokenizer, text = _tokenizer_and_text(args.corpus, args.tokenizer, encoding=args.encoding)
         overrides = _given(args, MODEL_FLAGS)
         if "dropout" in overrides:
             overrides["drop_rate"] = overrides.pop("dropout")
@@ -219,7 +233,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             if "warmup_iters" not in chosen and args.max_iters < TrainSettings.warmup_iters:
                 chosen["warmup_iters"] = args.max_iters // 10  # a short run gets a short warm-up
         settings = TrainSettings(**chosen)
-        run_info = {"corpus": args.corpus, "tokenizer": args.tokenizer, "preset": args.preset}
+        run_info = {"corpus": args.corpus, "tokenizer": args.tokenizer, "preset": args.preset,
+                    "encoding": args.encoding}
     ids = torch.tensor(_encode(tokenizer, text), dtype=torch.long)
     train_ids, val_ids = train_val_split(ids, 0.9)
     torch.manual_seed(settings.seed)  # the model's initial weights
@@ -258,8 +273,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tokenizer_and_text(corpus: str, kind: str, ckpt: dict | None = None):
-    text = load_text(corpus)
+def _tokenizer_and_text(corpus: str, kind: str, ckpt: dict | None = None, encoding: str = "utf-8"):
+    text = load_text(corpus, encoding=encoding)
     if kind == "gpt2":
         return _gpt2(), text
     if ckpt is not None:

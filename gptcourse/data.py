@@ -15,6 +15,14 @@ TINY_SHAKESPEARE_URL = (
 )
 TINY_SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 TINY_SHAKESPEARE_PATH = "tinyshakespeare/input.txt"
+# The Constitution of the Republic of Korea (public domain), from the KoNLPy project's corpus.
+KOREAN_CONSTITUTION_URL = (
+    "https://raw.githubusercontent.com/konlpy/konlpy/master/konlpy/data/corpus/kolaw/constitution.txt"
+)
+KOREAN_CONSTITUTION_SHA256 = "69377a88c0e577b37b1373f4496147e995209d5139a993633a8a2776bc0e2ca8"
+KOREAN_CONSTITUTION_PATH = "korean/constitution.txt"
+# Encodings to suggest when a file is not UTF-8, most likely first (Korean Windows: cp949).
+LIKELY_ENCODINGS = ["cp949", "euc-kr", "shift_jis", "gb18030", "big5", "cp1252"]
 
 
 def tiny_shakespeare_path(download_ok: bool = True) -> Path:
@@ -23,25 +31,74 @@ def tiny_shakespeare_path(download_ok: bool = True) -> Path:
                  download_ok=download_ok)
 
 
-def load_text(source: str | Path = "tinyshakespeare") -> str:
-    """Load a corpus: "tinyshakespeare" (the default) or the path of any UTF-8 text file."""
-    if str(source) == "tinyshakespeare":
-        path = tiny_shakespeare_path()
+def korean_constitution_path(download_ok: bool = True) -> Path:
+    """The verified local copy of the Korean corpus, downloaded into the data folder on first use."""
+    return fetch(KOREAN_CONSTITUTION_URL, KOREAN_CONSTITUTION_PATH, KOREAN_CONSTITUTION_SHA256,
+                 download_ok=download_ok)
+
+
+CORPORA = {"tinyshakespeare": tiny_shakespeare_path, "korean-constitution": korean_constitution_path}
+
+
+def load_text(source: str | Path = "tinyshakespeare", encoding: str = "utf-8") -> str:
+    """Load a corpus: "tinyshakespeare" (the default), "korean-constitution", or the path of a
+    text file in `encoding` (UTF-8 unless given, e.g. encoding="cp949" for Korean Windows files)."""
+    codec = _codec_name(encoding)
+    if str(source) in CORPORA:
+        path = CORPORA[str(source)]()
     else:
         path = Path(source).expanduser()
         if not path.is_file():
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
             raise FileNotFoundError(
-                f"corpus file {path} {what}: pass 'tinyshakespeare' or the path of a UTF-8 text file"
+                f"corpus file {path} {what}: pass {' or '.join(map(repr, CORPORA))} "
+                f"or the path of a UTF-8 text file"
             )
+    # utf-8-sig also reads UTF-8 files that start with a byte-order mark (some editors add one).
     try:
-        # utf-8-sig also reads UTF-8 files that start with a byte-order mark (some editors add one).
-        text = path.read_text(encoding="utf-8-sig")
+        text = path.read_text(encoding="utf-8-sig" if codec == "utf-8" else encoding)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text ({exc}); save it as UTF-8 first") from exc
+        raise ValueError(_decode_error(path, encoding)) from exc
     if not text:
         raise ValueError(f"{path} is empty: a corpus needs at least some text")
     return text
+
+
+def _codec_name(encoding: str) -> str:
+    """Python's own name for an encoding ("UTF8" -> "utf-8"); a ValueError if it has none."""
+    import codecs
+
+    try:
+        return codecs.lookup(encoding).name
+    except (LookupError, TypeError) as exc:
+        raise ValueError(f"encoding {encoding!r} is not an encoding Python knows: use a name "
+                         f"such as 'utf-8' or 'cp949'") from exc
+
+
+def _decode_error(path: Path, encoding: str) -> str:
+    """Say at which byte `path` stops being `encoding`, and which encodings read it whole."""
+    data = path.read_bytes()
+    try:
+        data.decode(encoding)
+        where = ""  # failed only in text mode (not expected): no offset to report
+    except UnicodeDecodeError as exc:
+        where = f" at byte offset {exc.start} (byte 0x{data[exc.start]:02x})"
+    fits = [name for name in LIKELY_ENCODINGS if name != encoding and _decodes(data, name)]
+    hint = (f"It reads without error as {', '.join(fits)}" if fits else "None of the usual "
+            f"encodings ({', '.join(LIKELY_ENCODINGS)}) reads it either")
+    label = "UTF-8" if _codec_name(encoding) == "utf-8" else encoding
+    return (f"{path} is not {label} text: decoding failed{where}. {hint} "
+            f"(files from Korean Windows are often cp949). Pass the file's encoding, e.g. "
+            f"load_text(path, encoding='{fits[0] if fits else 'cp949'}') or "
+            f"--encoding {fits[0] if fits else 'cp949'}, or save it as UTF-8.")
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def train_val_split(data, train_fraction: float = 0.9):

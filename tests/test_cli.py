@@ -184,5 +184,5 @@ def test_data_reports_files_already_there(monkeypatch, capsys):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", cache)  # restored after the test
     assert main(["data"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("already there, verified") == 2
-    assert "Tiny Shakespeare" in printed and "GPT-2 tokenizer" in printed
+    assert printed.count("already there, verified") == 3
+    assert "Tiny Shakespeare" in printed and "Korean corpus" in printed and "GPT-2 tokenizer" in printed
