@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from .config import GPTConfig
 from .layers import LayerNorm, TransformerBlock
+from .validate import require_instance
 
 
 class GPTModel(nn.Module):
@@ -16,9 +17,7 @@ class GPTModel(nn.Module):
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        if not isinstance(cfg, GPTConfig):
-            raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__} (try GPTConfig(**cfg))")
-        self.cfg = cfg
+        self.cfg = require_instance("cfg", cfg, GPTConfig, hint=" (try GPTConfig(**cfg))")
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
@@ -78,8 +77,12 @@ class GPTModel(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
 
-    def check_input(self, idx: torch.Tensor) -> None:
-        """Clear errors for inputs the model cannot take, before torch fails deep inside."""
+    def validate_input(self, idx: torch.Tensor) -> None:
+        """Clear errors for ids the model cannot take (type, shape, length), before torch fails deep inside.
+
+        The ids' values are not read here: that would be a full pass over idx on every training
+        step (and a GPU sync). An id outside the vocabulary is reported by `embed_tokens` instead.
+        """
         if not isinstance(idx, torch.Tensor):
             raise TypeError(f"idx must be a tensor of token ids, got {type(idx).__name__}")
         if idx.dtype not in (torch.long, torch.int32):
@@ -95,20 +98,24 @@ class GPTModel(nn.Module):
                 f"input has {T} tokens but the model's context_length is {self.cfg.context_length}: "
                 f"crop it to the last {self.cfg.context_length} tokens (idx[:, -{self.cfg.context_length}:])"
             )
-        # Reading values forces a GPU sync, so only check them where it is cheap.
-        if idx.device.type == "cpu" and (idx.min() < 0 or idx.max() >= self.cfg.vocab_size):
-            raise ValueError(f"token ids must be in 0..{self.cfg.vocab_size - 1}, "
-                             f"got values from {idx.min().item()} to {idx.max().item()}")
+
+    def embed_tokens(self, idx: torch.Tensor) -> torch.Tensor:
+        """self.tok_emb(idx), with a clear error for an id outside the vocabulary."""
+        try:
+            return self.tok_emb(idx)  # (B, T, C)
+        except IndexError:  # raised by the lookup itself on a CPU: no extra pass over the ids
+            raise ValueError(f"token ids must be in 0..{self.cfg.vocab_size - 1}, got values from "
+                             f"{idx.min().item()} to {idx.max().item()}") from None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        self.check_input(idx)
-        T = idx.size(1)
+        self.validate_input(idx)                      # once, here: the layers inside trust it
+        B, T = idx.shape
         pos = torch.arange(T, device=idx.device)
-        x = self.tok_emb(idx) + self.pos_emb(pos)  # (B, T, C): what the token is + where it is
+        x = self.embed_tokens(idx) + self.pos_emb(pos)  # (B, T, C): what the token is + where it is
         x = self.drop_emb(x)
-        x = self.trf_blocks(x)                     # (B, T, C)
+        x = self.trf_blocks(x)                        # (B, T, C)
         x = self.final_norm(x)
-        return self.out_head(x)                    # (B, T, vocab_size)
+        return self.out_head(x)                       # (B, T, vocab_size)
 
 
 def _differ(a: torch.Tensor, b: torch.Tensor) -> bool:

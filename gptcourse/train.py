@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .data import create_dataloader, get_batch
+from .validate import require_optional_int, require_positive_int, require_positive_number
 
 
 def logits_of(output) -> torch.Tensor:
@@ -34,8 +35,7 @@ def calc_loss_loader(model: torch.nn.Module, data_loader: DataLoader, num_batche
 
     Runs in eval mode (no dropout) and without gradients, then restores the model's mode.
     """
-    if num_batches is not None and (not isinstance(num_batches, int) or num_batches < 1):
-        raise ValueError(f"num_batches must be None (all) or an int >= 1, got {num_batches!r}")
+    require_optional_int("num_batches", num_batches, low=1, hint=" (None: all of them)")
     if len(data_loader) == 0:
         raise ValueError("data_loader has no batches: use more data or a smaller batch size")
     was_training = model.training
@@ -70,8 +70,7 @@ def estimate_loss(
     device: str | torch.device = "cpu",
 ) -> dict[str, float]:
     """Average loss over `eval_iters` random batches of each split, in eval mode, without gradients."""
-    if eval_iters < 1:
-        raise ValueError(f"eval_iters must be >= 1, got {eval_iters}")
+    require_positive_int("eval_iters", eval_iters)
     was_training = model.training
     model.eval()  # no dropout while measuring
     result = {}
@@ -105,12 +104,10 @@ def train_simple(
     history["step"], ["train"], ["val"] hold the estimated losses every `eval_interval` steps
     (and at the end); history["batch_loss"] holds the loss of every training batch.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if eval_interval < 1:
-        raise ValueError(f"eval_interval must be >= 1, got {eval_interval}")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    require_positive_int("steps", steps)
+    require_positive_int("eval_interval", eval_interval)
+    require_positive_int("eval_iters", eval_iters)
+    require_positive_number("lr", lr)
     # Separate generators keep training batches the same however often we evaluate.
     batch_gen = torch.Generator().manual_seed(seed)
     eval_gen = torch.Generator().manual_seed(seed + 1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from numbers import Integral, Real
 
 import torch
 from tqdm.auto import tqdm
@@ -21,6 +20,15 @@ from .data import get_batch
 from .device import autocast
 from .optim import lr_at, make_optimizer
 from .train import calc_loss_batch, estimate_loss
+from .validate import (
+    require_instance,
+    require_int,
+    require_number,
+    require_optional_int,
+    require_positive_int,
+    require_positive_number,
+    require_probability,
+)
 
 HISTORY_KEYS = ("step", "train", "val", "batch_loss", "lr")
 
@@ -46,25 +54,20 @@ class TrainSettings:
 
     def __post_init__(self) -> None:
         for name in ("max_iters", "batch_size", "eval_interval", "eval_iters"):
-            _check_int(name, getattr(self, name), low=1)
-        _check_int("warmup_iters", self.warmup_iters, low=0)
-        _check_int("seed", self.seed, low=0)
-        if self.block_size is not None:
-            _check_int("block_size", self.block_size, low=1)
-        for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, Real) or value < 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            require_positive_int(name, getattr(self, name))
+        require_int("warmup_iters", self.warmup_iters, low=0)
+        require_int("seed", self.seed, low=0)
+        require_optional_int("block_size", self.block_size, low=1, hint=" (None: the model's context_length)")
+        require_positive_number("lr", self.lr)
+        for name in ("min_lr", "weight_decay", "grad_clip"):
+            require_number(name, getattr(self, name), low=0)
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not be larger than lr ({self.lr})")
         if self.warmup_iters > self.max_iters:
             raise ValueError(f"warmup_iters ({self.warmup_iters}) must not exceed max_iters "
                              f"({self.max_iters})")
         for name in ("beta1", "beta2"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+            require_probability(name, getattr(self, name))
 
     def replace(self, **changes) -> TrainSettings:
         """A copy with some fields changed (and checked again)."""
@@ -72,13 +75,6 @@ class TrainSettings:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _check_int(name: str, value, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
 
 
 def new_history() -> dict[str, list[float]]:
@@ -125,9 +121,8 @@ def train(
     `checkpoint_every` steps and at the end; `on_step(state)` after every step.
     """
     settings = settings or TrainSettings()
-    if not isinstance(settings, TrainSettings):
-        raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}")
-    _check_int("checkpoint_every", checkpoint_every, low=0)
+    require_instance("settings", settings, TrainSettings)
+    require_int("checkpoint_every", checkpoint_every, low=0)
     cfg = getattr(model, "cfg", None)
     if settings.block_size is None and cfg is None:
         raise ValueError("settings.block_size is needed for a model without a .cfg "

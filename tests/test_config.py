@@ -39,7 +39,7 @@ def test_sizes_must_be_positive_ints(field, bad):
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, 1.5])
 def test_drop_rate_range(bad):
-    with pytest.raises(ValueError, match=r"drop_rate must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"drop_rate must be a number in \[0, 1\)"):
         GPTConfig(drop_rate=bad)
 
 

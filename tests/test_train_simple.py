@@ -105,7 +105,7 @@ def test_estimate_loss_runs_without_gradients_in_eval_mode():
 
 
 def test_estimate_loss_rejects_zero_eval_iters():
-    with pytest.raises(ValueError, match="eval_iters must be >= 1"):
+    with pytest.raises(ValueError, match="eval_iters must be a positive int"):
         estimate_loss(BigramLanguageModel(8), {"val": data()}, 4, 3, eval_iters=0)
 
 
@@ -163,9 +163,9 @@ def test_train_simple_works_with_plain_logits_models():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"steps": 0}, "steps must be >= 1"),
-        ({"eval_interval": 0}, "eval_interval must be >= 1"),
-        ({"lr": 0.0}, "lr must be > 0"),
+        ({"steps": 0}, "steps must be a positive int"),
+        ({"eval_interval": 0}, "eval_interval must be a positive int"),
+        ({"lr": 0.0}, "lr must be a positive number"),
     ],
 )
 def test_train_simple_bad_inputs(kwargs, match):
