@@ -61,7 +61,7 @@ def strip_prefix(state_dict: Mapping[str, object]) -> dict[str, object]:
     return {name.removeprefix("transformer."): value for name, value in state_dict.items()}
 
 
-def check_gpt2_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: GPTConfig) -> None:
+def validate_gpt2_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: GPTConfig) -> None:
     """Raise ValueError naming the first missing, unexpected or misshapen tensor."""
     expected = expected_gpt2_shapes(cfg)
     shapes = strip_prefix(shapes)
@@ -94,7 +94,7 @@ def gpt2_state_dict_to_ours(state_dict: Mapping[str, torch.Tensor], cfg: GPTConf
     for name, value in sd.items():
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"tensor {name!r} is a {type(value).__name__}, not a torch.Tensor")
-    check_gpt2_shapes({name: tuple(t.shape) for name, t in sd.items()}, cfg)
+    validate_gpt2_shapes({name: tuple(t.shape) for name, t in sd.items()}, cfg)
     ours = {"tok_emb.weight": sd["wte.weight"], "pos_emb.weight": sd["wpe.weight"],
             "final_norm.scale": sd["ln_f.weight"], "final_norm.shift": sd["ln_f.bias"]}
     for i in range(cfg.n_layers):
@@ -240,7 +240,7 @@ def verify_gpt2_file(path: str | Path, size: str = "124M") -> None:
         verify(Path(path), ckpt.sha256)
         return
     header = read_safetensors_header(path)
-    check_gpt2_shapes({name: tuple(info["shape"]) for name, info in header.items()}, gpt2_config(size))
+    validate_gpt2_shapes({name: tuple(info["shape"]) for name, info in header.items()}, gpt2_config(size))
 
 
 def download_gpt2(size: str = "124M") -> Path:
@@ -274,7 +274,7 @@ def load_gpt2_file(path: str | Path, cfg: GPTConfig) -> GPTModel:
         raise ImportError("reading model.safetensors needs the safetensors package: "
                           "pip install safetensors (or pip install -e '.[gpt2]')") from None
     header = read_safetensors_header(path)  # clear errors before reading gigabytes
-    check_gpt2_shapes({name: tuple(info["shape"]) for name, info in header.items()}, cfg)
+    validate_gpt2_shapes({name: tuple(info["shape"]) for name, info in header.items()}, cfg)
     return load_gpt2_weights(GPTModel(cfg), load_file(str(path))).eval()
 
 
