@@ -17,7 +17,7 @@ import torch
 from .config import GPTConfig
 from .model import GPTModel
 from .tokenizers import CharTokenizer, gpt2_tokenizer
-from .trainer import HISTORY_KEYS, TrainSettings, TrainState, new_history, new_state
+from .train import HISTORY_KEYS, TrainSettings, TrainState, new_history, new_state
 
 FORMAT = "gptcourse-checkpoint"
 VERSION = 1

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .loss import logits_of
 from .tokenizers import text_to_token_ids, token_ids_to_text
-from .train import logits_of
 from .validate import require_int, require_number, require_optional_int, require_positive_int
 
 

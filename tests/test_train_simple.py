@@ -1,4 +1,4 @@
-"""Tests for the shared training utilities in gptcourse.train (used from chapter 2 on)."""
+"""Tests for the loss helpers (gptcourse.loss) and train_simple (gptcourse.train), used from chapter 2 on."""
 
 import math
 
@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from gptcourse.bigram import BigramLanguageModel
 from gptcourse.data import get_batch
-from gptcourse.train import calc_loss_batch, estimate_loss, logits_of, train_simple
+from gptcourse.loss import calc_loss_batch, estimate_loss, logits_of
+from gptcourse.train import train_simple
 
 
 class PlainLogits(nn.Module):

@@ -15,10 +15,10 @@ from gptcourse.checkpoint import (
 from gptcourse.config import GPTConfig
 from gptcourse.data import create_dataloader
 from gptcourse.device import autocast, pick_device
+from gptcourse.loss import calc_loss_batch, calc_loss_loader, split_loss
 from gptcourse.model import GPTModel
 from gptcourse.optim import lr_at, make_optimizer, param_groups
-from gptcourse.train import calc_loss_batch, calc_loss_loader, split_loss
-from gptcourse.trainer import TrainSettings, train
+from gptcourse.train import TrainSettings, train
 
 CFG = GPTConfig(vocab_size=7, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.2)
 

@@ -9,9 +9,9 @@ import numbers
 import torch
 
 from ..config import GPTConfig
+from ..loss import calc_loss_batch
 from ..model import GPTModel
 from ..optim import lr_at
-from ..train import calc_loss_batch
 from . import Check, close
 
 NOT_WRITTEN = "not written yet. Replace `raise NotImplementedError` with your code."
