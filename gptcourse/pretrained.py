@@ -19,6 +19,7 @@ import torch
 from .config import GPTConfig, get_config
 from .download import DATA_DIR_ENV, DownloadError, _stream_to, data_dir, download, verify
 from .model import GPTModel
+from .validate import require_instance
 
 # Causal-mask buffers that some checkpoints (the Hub's among them) store next to the weights: skipped.
 _MASK_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
@@ -116,8 +117,7 @@ def gpt2_state_dict_to_ours(state_dict: Mapping[str, torch.Tensor], cfg: GPTConf
 @torch.no_grad()
 def load_gpt2_weights(model: GPTModel, state_dict: Mapping[str, torch.Tensor]) -> GPTModel:
     """Copy a Hugging Face GPT-2 state dict into `model` (in place) and return the model."""
-    if not isinstance(model, GPTModel):
-        raise TypeError(f"model must be a GPTModel, got {type(model).__name__}")
+    require_instance("model", model, GPTModel)
     if not model.cfg.qkv_bias:
         raise ValueError("GPT-2's query/key/value projections have biases: build the model with "
                          "qkv_bias=True (gpt2_config() does)")
