@@ -39,12 +39,17 @@ class LayerNorm(nn.Module):
         return f"{self.emb_dim}, eps={self.eps}"
 
 
+GELU_TANH_CONSTANT = math.sqrt(2.0 / math.pi)
+GELU_CUBIC_COEFFICIENT = 0.044715
+
+
 class GELU(nn.Module):
     """GELU with the tanh approximation used by GPT-2: smooth like ReLU, but non-zero below 0."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A tanh curve fitted to the exact x * Phi(x) (Phi: the standard normal CDF).
-        return 0.5 * x * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+        inner = GELU_TANH_CONSTANT * (x + GELU_CUBIC_COEFFICIENT * x.pow(3))
+        return 0.5 * x * (1.0 + torch.tanh(inner))
 
 
 def gelu_exact(x: torch.Tensor) -> torch.Tensor:
