@@ -11,7 +11,7 @@ Two recipes:
             dropout, no biases, AdamW lr 1e-3 (100 warm-up steps, cosine to 1e-4 over 2000 steps),
             beta2 0.99, weight decay 0.1 on every matrix, clip 1.0, tied weights, loss estimates of
             20 batches every 250 steps.
-  course    the course's default: the "cpu-small" preset with TrainSettings() (gptcourse.trainer).
+  course    the course's default: the "cpu-small" preset with TrainSettings() (gptcourse.train).
 
     python benchmarks/time_to_quality.py                      # both, one after the other
     python benchmarks/time_to_quality.py --recipe course --threads 2
@@ -30,10 +30,10 @@ import torch
 
 from gptcourse.config import GPTConfig, get_config
 from gptcourse.data import load_text, train_val_split
+from gptcourse.loss import split_loss
 from gptcourse.model import GPTModel, count_parameters
 from gptcourse.tokenizers import CharTokenizer
-from gptcourse.train import split_loss
-from gptcourse.trainer import TrainSettings, TrainState, train
+from gptcourse.train import TrainSettings, TrainState, train
 
 BASELINE_SETTINGS = TrainSettings(max_iters=2000, batch_size=12, lr=1e-3, min_lr=1e-4,
                                   warmup_iters=100, weight_decay=0.1, beta1=0.9, beta2=0.99,

@@ -1,8 +1,41 @@
 """gptcourse: tested reference code for a course that builds a GPT from an empty file.
 
-Each module is one concept of the course, for example `data`, `tokenizers`, `bigram`,
-`attention`, `layers`, `model`, `generate`, `train`, `flops`. The notebooks build each
-piece step by step, check it against these modules, and then import them.
+Each module is one concept of the course. The notebooks build each piece step by step, check
+it against these modules, and then import them. The modules, in the order the chapters meet them:
+
+Chapter 1, data
+    download    safe downloads: a cache folder, sha256 checks, atomic writes
+    data        the corpus: text -> ids -> train/val splits -> (input, target) batches
+    tokenizers  the character tokenizer and GPT-2's BPE (tiktoken); text <-> id tensors
+Chapter 2, the bigram
+    bigram      the counting bigram and the neural bigram (BigramLanguageModel)
+    loss        the loss of a batch, estimated on random batches, or exact on a split
+    train       the training loops: train_simple (chapters 2-4) and train (chapter 6)
+    plotting    loss curves and heatmaps
+Chapter 3, attention
+    attention   the averaging trick, one Head, multi-head attention (a list of heads, and fused)
+    ladder      the loss ladder: one small model whose parts are switched on one at a time
+Chapter 4, blocks
+    layers      LayerNorm, GELU, FeedForward, shortcuts, TransformerBlock
+Chapter 5, the GPT
+    config      GPTConfig, checked on creation, and the named presets
+    model       GPTModel, parameter and memory counts
+    tying       keeps the output head tied to the token embedding through moves and loads
+    generate    greedy decoding, temperature, top-k, text in and text out
+    flops       counting FLOPs three ways: thop, a formula, FlopCounterMode
+    mfu         model FLOPs utilisation: measured speed against the hardware's peak
+Chapter 6, training and sampling
+    optim       AdamW parameter groups and the warm-up + cosine learning rate
+    device      CUDA, then MPS, then the CPU; bf16 autocast on CUDA
+    checkpoint  one atomic, weights_only file to sample from or to resume training
+    cli         `python -m gptcourse train | sample | data` (`__main__` runs it)
+Chapter 7, beyond
+    pretrained  OpenAI's GPT-2 weights loaded into GPTModel
+    kvcache     generation with a KV cache, plain and with fused kernels
+Used throughout
+    validate    require_* validators: one rule and one wording for bad arguments
+    checks      the exercises' checkers (check_*), one module per chapter
+    exercises   turns solutions/ notebooks into exercises/ notebooks
 """
 
 __version__ = "0.1.0"

@@ -3,31 +3,26 @@
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .validate import require_flag, require_positive_int, require_probability
+
 
 # --- checking sizes and inputs -------------------------------------------------------------------
-def check_attention_args(d_in: int, d_out: int, context_length: int, dropout: float,
-                         num_heads: int = 1, out_name: str = "d_out") -> None:
+def validate_attention_args(d_in: int, d_out: int, context_length: int, dropout: float,
+                            num_heads: int = 1, out_name: str = "d_out") -> None:
     """Raise a clear error for sizes that cannot make an attention layer.
 
     `out_name` is what the caller calls its output size ("head_size" for a single `Head`).
     """
     for name, value in [("d_in", d_in), (out_name, d_out), ("context_length", context_length),
                         ("num_heads", num_heads)]:
-        if isinstance(value, bool) or not isinstance(value, Integral):
-            raise TypeError(f"{name} must be an int, got {value!r}")
-        if value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value}")
-    if isinstance(dropout, bool) or not isinstance(dropout, Real):
-        raise TypeError(f"dropout must be a float such as 0.1, got {dropout!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}: it is the probability of "
-                         f"dropping an attention weight (0.0 turns dropout off)")
+        require_positive_int(name, value)
+    require_probability("dropout", dropout, hint=": it is the probability of dropping an attention "
+                        "weight (0.0 turns dropout off)")
     if d_out % num_heads != 0:
         raise ValueError(
             f"d_out={d_out} is not divisible by num_heads={num_heads}: each head gets d_out // num_heads "
@@ -39,7 +34,7 @@ def _divisors_hint(n: int) -> str:
     return ", ".join(str(d) for d in range(1, min(n, 16) + 1) if n % d == 0)
 
 
-def check_sequence(x: torch.Tensor, d_in: int, context_length: int) -> None:
+def validate_sequence(x: torch.Tensor, d_in: int, context_length: int) -> None:
     """Inputs must be float (batch, tokens, d_in) with no more tokens than the context length."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a tensor of shape (batch, tokens, {d_in}), got {type(x).__name__}")
@@ -65,7 +60,7 @@ def causal_mask(context_length: int) -> torch.Tensor:
 # --- the averaging trick: three ways to average over the past --------------------------------
 def mean_of_past_loop(x: torch.Tensor) -> torch.Tensor:
     """(B, T, C) -> (B, T, C): out[:, t] is the mean of x[:, 0..t], one position at a time."""
-    _check_btc(x)
+    _require_btc(x)
     out = torch.zeros_like(x)
     for t in range(x.size(1)):
         out[:, t] = x[:, : t + 1].mean(dim=1)
@@ -74,7 +69,7 @@ def mean_of_past_loop(x: torch.Tensor) -> torch.Tensor:
 
 def mean_of_past_matmul(x: torch.Tensor) -> torch.Tensor:
     """The same with one matmul: a lower-triangular matrix whose rows are normalised to sum to 1."""
-    _check_btc(x)
+    _require_btc(x)
     T = x.size(1)
     weights = torch.tril(torch.ones(T, T, dtype=x.dtype, device=x.device))
     weights = weights / weights.sum(dim=1, keepdim=True)  # (T, T), row t = 1/(t+1) on 0..t
@@ -83,14 +78,14 @@ def mean_of_past_matmul(x: torch.Tensor) -> torch.Tensor:
 
 def mean_of_past_softmax(x: torch.Tensor) -> torch.Tensor:
     """The same as a masked softmax of all-zero scores: the form attention generalises."""
-    _check_btc(x)
+    _require_btc(x)
     T = x.size(1)
     scores = torch.zeros(T, T, dtype=x.dtype, device=x.device)
     scores = scores.masked_fill(~causal_mask(T).to(x.device), float("-inf"))
     return torch.softmax(scores, dim=-1) @ x
 
 
-def _check_btc(x: torch.Tensor) -> None:
+def _require_btc(x: torch.Tensor) -> None:
     if not isinstance(x, torch.Tensor) or x.dim() != 3 or not x.is_floating_point():
         raise ValueError(f"x must be a float tensor of shape (batch, tokens, channels), got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
@@ -134,7 +129,7 @@ class Head(nn.Module):
 
     def __init__(self, d_in: int, head_size: int, context_length: int, dropout: float = 0.0):
         super().__init__()
-        check_attention_args(d_in, head_size, context_length, dropout, out_name="head_size")
+        validate_attention_args(d_in, head_size, context_length, dropout, out_name="head_size")
         self.d_in, self.head_size, self.context_length = d_in, head_size, context_length
         self.key = nn.Linear(d_in, head_size, bias=False)
         self.query = nn.Linear(d_in, head_size, bias=False)
@@ -146,7 +141,7 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor, return_weights: bool = False):
         """(B, T, d_in) -> (B, T, head_size); with return_weights, also the (B, T, T) weights
         before dropout (rows sum to 1), for plotting."""
-        check_sequence(x, self.d_in, self.context_length)
+        validate_sequence(x, self.d_in, self.context_length)
         k = self.key(x)    # (B, T, hs)
         q = self.query(x)  # (B, T, hs)
         v = self.value(x)  # (B, T, hs)
@@ -160,7 +155,7 @@ class MultiHeadAttentionWrapper(nn.Module):
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int):
         super().__init__()
-        check_attention_args(d_in, d_out, context_length, dropout, num_heads)
+        validate_attention_args(d_in, d_out, context_length, dropout, num_heads)
         self.num_heads, self.head_dim = num_heads, d_out // num_heads
         self.heads = nn.ModuleList(Head(d_in, self.head_dim, context_length, dropout)
                                    for _ in range(num_heads))
@@ -175,16 +170,18 @@ class MultiHeadAttention(nn.Module):
     """Efficient multi-head causal attention: one projection for all heads, split with view/transpose."""
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
-                 qkv_bias: bool = False, use_sdpa: bool = False):
+                 qkv_bias: bool = False, use_sdpa: bool = False, validate_input: bool = True):
         super().__init__()
-        check_attention_args(d_in, d_out, context_length, dropout, num_heads)
-        for name, flag in [("qkv_bias", qkv_bias), ("use_sdpa", use_sdpa)]:
-            if not isinstance(flag, bool):
-                raise TypeError(f"{name} must be True or False, got {flag!r}")
+        validate_attention_args(d_in, d_out, context_length, dropout, num_heads)
+        require_flag("qkv_bias", qkv_bias)
+        require_flag("use_sdpa", use_sdpa)
         self.d_in, self.d_out, self.context_length = d_in, d_out, context_length
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
         self.use_sdpa = use_sdpa
+        # Inside a GPTModel the input was validated once, at the model's edge: the blocks pass
+        # validate_input=False so that no layer checks it again on every forward.
+        self.validate_input = require_flag("validate_input", validate_input)
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -215,9 +212,7 @@ class MultiHeadAttention(nn.Module):
                 # PyTorch's fused kernel: same maths (its default scale is 1/sqrt(head_dim)).
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
             # is_causal aligns the mask top-left; cached keys need it bottom-right, so pass it.
-            if not Tq < Tk <= self.context_length:
-                raise ValueError(f"need queries <= keys <= context_length, got {Tq}, {Tk}, "
-                                 f"{self.context_length}")
+            assert Tq < Tk <= self.context_length, f"need queries <= keys <= context_length, got {Tq}, {Tk}"
             # One new query sits at the last position and may see every key: no mask needed.
             mask = None if Tq == 1 else self.mask[Tk - Tq:Tk, :Tk]
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
@@ -225,7 +220,8 @@ class MultiHeadAttention(nn.Module):
         return weights @ v                                                  # (B, nh, Tq, hd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_sequence(x, self.d_in, self.context_length)
+        if self.validate_input:
+            validate_sequence(x, self.d_in, self.context_length)
         q = self.split_heads(self.W_query(x))  # (B, nh, T, hd)
         k = self.split_heads(self.W_key(x))
         v = self.split_heads(self.W_value(x))

@@ -14,8 +14,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .validate import require_int, require_number, require_positive_int
 
-def _check_ids(ids, name: str, vocab_size: int, dims: int) -> torch.Tensor:
+
+def _require_ids(ids, name: str, vocab_size: int, dims: int) -> torch.Tensor:
     """Validate a tensor of token ids (integer dtype, `dims` dimensions, inside the vocabulary)."""
     if not isinstance(ids, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(ids).__name__}; "
@@ -34,18 +36,11 @@ def _check_ids(ids, name: str, vocab_size: int, dims: int) -> torch.Tensor:
     return ids.long()
 
 
-def _check_vocab_size(vocab_size) -> None:
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
-        raise TypeError(f"vocab_size must be an int, got {type(vocab_size).__name__}")
-    if vocab_size < 1:
-        raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
-
-
 # --- counting ------------------------------------------------------------------------------
 def bigram_counts(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """counts[a, b] = how often id b directly follows id a in `ids`. Shape (V, V), dtype long."""
-    _check_vocab_size(vocab_size)
-    ids = _check_ids(ids, "ids", vocab_size, dims=1)
+    vocab_size = require_positive_int("vocab_size", vocab_size)
+    ids = _require_ids(ids, "ids", vocab_size, dims=1)
     if len(ids) < 2:
         raise ValueError(f"ids has {len(ids)} token(s): a bigram needs at least 2")
     # Each pair (a, b) gets one number a * V + b, so one bincount tallies every pair at once.
@@ -61,8 +56,7 @@ def bigram_probs(counts: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
     if not isinstance(counts, torch.Tensor) or counts.dim() != 2 or counts.size(0) != counts.size(1):
         shape = tuple(counts.shape) if isinstance(counts, torch.Tensor) else type(counts).__name__
         raise ValueError(f"counts must be a square (V, V) tensor from bigram_counts, got {shape}")
-    if smoothing < 0:
-        raise ValueError(f"smoothing must be >= 0 (it is added to every count), got {smoothing}")
+    require_number("smoothing", smoothing, low=0, hint=" (it is added to every count)")
     if (counts < 0).any():
         raise ValueError("counts must be >= 0: they are how often each pair occurs")
     scores = counts.double() + smoothing  # float64: sums over a million counts stay exact
@@ -80,7 +74,7 @@ def bigram_nll(probs: torch.Tensor, ids: torch.Tensor) -> float:
     if not isinstance(probs, torch.Tensor) or probs.dim() != 2 or probs.size(0) != probs.size(1):
         shape = tuple(probs.shape) if isinstance(probs, torch.Tensor) else type(probs).__name__
         raise ValueError(f"probs must be a square (V, V) tensor of probabilities, got {shape}")
-    ids = _check_ids(ids, "ids", probs.size(0), dims=1)
+    ids = _require_ids(ids, "ids", probs.size(0), dims=1)
     if len(ids) < 2:
         raise ValueError(f"ids has {len(ids)} token(s): a bigram needs at least 2")
     p = probs[ids[:-1], ids[1:]].double()  # (T-1,) the probability of each actual next id
@@ -101,21 +95,20 @@ class BigramLanguageModel(nn.Module):
 
     def __init__(self, vocab_size: int):
         super().__init__()
-        _check_vocab_size(vocab_size)
-        self.vocab_size = vocab_size
+        self.vocab_size = require_positive_int("vocab_size", vocab_size)
         self.token_embedding_table = nn.Embedding(vocab_size, vocab_size)
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, vocab_size) for each position, and the mean cross-entropy if targets are given."""
-        idx = _check_ids(idx, "idx", self.vocab_size, dims=2)
+        idx = _require_ids(idx, "idx", self.vocab_size, dims=2)
         if idx.size(1) == 0:
             raise ValueError("idx has no tokens (shape (B, 0)): give at least one token per row")
         logits = self.token_embedding_table(idx)  # (B, T, C) with C = vocab_size
         if targets is None:
             return logits, None
-        targets = _check_ids(targets, "targets", self.vocab_size, dims=2)
+        targets = _require_ids(targets, "targets", self.vocab_size, dims=2)
         if targets.shape != idx.shape:
             raise ValueError(f"targets must have the same shape as idx {tuple(idx.shape)}, "
                              f"got {tuple(targets.shape)}")
@@ -129,11 +122,8 @@ class BigramLanguageModel(nn.Module):
         self, idx: torch.Tensor, max_new_tokens: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Extend idx (B, T) by `max_new_tokens` sampled ids; returns (B, T + max_new_tokens)."""
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-            raise TypeError(f"max_new_tokens must be an int, got {type(max_new_tokens).__name__}")
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-        idx = _check_ids(idx, "idx", self.vocab_size, dims=2)
+        require_int("max_new_tokens", max_new_tokens, low=0)
+        idx = _require_ids(idx, "idx", self.vocab_size, dims=2)
         if idx.size(1) == 0:
             raise ValueError("idx has no tokens (shape (B, 0)): start from at least one token, "
                              "for example torch.zeros((1, 1), dtype=torch.long)")

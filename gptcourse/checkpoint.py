@@ -17,7 +17,8 @@ import torch
 from .config import GPTConfig
 from .model import GPTModel
 from .tokenizers import CharTokenizer, gpt2_tokenizer
-from .trainer import HISTORY_KEYS, TrainSettings, TrainState, new_history, new_state
+from .train import HISTORY_KEYS, TrainSettings, TrainState, new_history, new_state
+from .validate import require_instance
 
 FORMAT = "gptcourse-checkpoint"
 VERSION = 1
@@ -45,8 +46,7 @@ def save_checkpoint(path: str | Path, model: GPTModel, state: TrainState | None 
                     settings: TrainSettings | None = None, tokenizer=None,
                     extra: dict | None = None) -> Path:
     """Save the model (and, to resume training, its TrainState and settings) to `path`, atomically."""
-    if not isinstance(model, GPTModel):
-        raise TypeError(f"model must be a GPTModel, got {type(model).__name__}")
+    require_instance("model", model, GPTModel)
     path = Path(path)
     payload: dict = {
         "format": FORMAT,

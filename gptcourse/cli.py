@@ -34,7 +34,7 @@ from .download import DownloadError, data_dir, sha256_of
 from .generate import generate_text
 from .model import GPTModel, count_parameters
 from .tokenizers import CharTokenizer, gpt2_tokenizer, tiktoken_cache_dir
-from .trainer import TrainSettings, train
+from .train import TrainSettings, train
 
 DEFAULT_OUT = "runs/tinyshakespeare-char"
 # GPT-2's tokenizer files, as tiktoken names them in its cache (the sha1 of their URL).

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from numbers import Real
+
+from .validate import require_flag, require_positive_int, require_probability
 
 
 def replace_fields(obj, what: str, **changes):
@@ -32,17 +33,12 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not isinstance(self.drop_rate, Real) or isinstance(self.drop_rate, bool):
-            raise TypeError(f"drop_rate must be a number in [0, 1), got {self.drop_rate!r}")
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise ValueError(f"drop_rate must be in [0, 1), got {self.drop_rate}: it is the "
-                             f"probability of zeroing a value (0.0 turns dropout off)")
+            # object.__setattr__: the dataclass is frozen; numpy ints are stored as Python ints.
+            object.__setattr__(self, name, require_positive_int(name, getattr(self, name)))
+        require_probability("drop_rate", self.drop_rate, hint=": it is the probability of zeroing "
+                            "a value (0.0 turns dropout off)")
         for name in ("qkv_bias", "tie_weights", "use_sdpa"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            require_flag(name, getattr(self, name))
         if self.emb_dim % self.n_heads != 0:
             raise ValueError(
                 f"emb_dim={self.emb_dim} is not divisible by n_heads={self.n_heads}: every head gets "

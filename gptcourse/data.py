@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from numbers import Integral
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .download import fetch
+from .validate import require_positive_int
 
 TINY_SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -134,13 +134,6 @@ def _as_id_tensor(data, name: str = "data") -> torch.Tensor:
     return data.long()
 
 
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-
-
 def get_batch(
     data: torch.Tensor,
     block_size: int,
@@ -153,8 +146,8 @@ def get_batch(
     Returns two (batch_size, block_size) tensors on `device`.
     """
     data = _as_id_tensor(data)
-    _check_positive_int("block_size", block_size)
-    _check_positive_int("batch_size", batch_size)
+    block_size = require_positive_int("block_size", block_size)
+    batch_size = require_positive_int("batch_size", batch_size)
     if len(data) < block_size + 1:
         raise ValueError(
             f"data has {len(data)} tokens, too short for block_size={block_size}: a window needs "
@@ -176,8 +169,8 @@ class SlidingWindowDataset(Dataset):
 
     def __init__(self, token_ids, context_length: int, stride: int):
         ids = _as_id_tensor(token_ids, "token_ids")
-        _check_positive_int("context_length", context_length)
-        _check_positive_int("stride", stride)
+        context_length = require_positive_int("context_length", context_length)
+        stride = require_positive_int("stride", stride)
         if len(ids) < context_length + 1:
             raise ValueError(
                 f"token_ids has {len(ids)} ids, too short for context_length={context_length}: "

@@ -18,21 +18,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .config import GPTConfig
 from .model import GPTModel
+from .validate import require_instance, require_int_in_range, require_positive_int
 
 
 def _seq_len(cfg: GPTConfig, seq_len: int | None) -> int:
-    if not isinstance(cfg, GPTConfig):
-        raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__}")
+    require_instance("cfg", cfg, GPTConfig)
     T = cfg.context_length if seq_len is None else seq_len
-    if not isinstance(T, int) or isinstance(T, bool) or not 1 <= T <= cfg.context_length:
-        raise ValueError(f"seq_len must be an int in 1..context_length={cfg.context_length}, got {seq_len!r}")
-    return T
-
-
-def _positive(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    return require_int_in_range("seq_len", T, 1, cfg.context_length, "context_length")
 
 
 # --- (2) the formula ---------------------------------------------------------------------------
@@ -79,7 +71,8 @@ def palm_training_flops_per_token(n_params: int, n_layers: int, n_heads: int, he
 
 def forward_flops(cfg: GPTConfig, batch_size: int = 1, seq_len: int | None = None) -> int:
     """Forward FLOPs for a (batch_size, seq_len) batch, by formula."""
-    return _positive("batch_size", batch_size) * _seq_len(cfg, seq_len) * forward_flops_per_token(cfg, seq_len)
+    B, T = require_positive_int("batch_size", batch_size), _seq_len(cfg, seq_len)
+    return B * T * forward_flops_per_token(cfg, seq_len)
 
 
 def training_flops(cfg: GPTConfig, batch_size: int = 1, seq_len: int | None = None) -> int:
@@ -98,7 +91,7 @@ def flop_counter_flops(cfg: GPTConfig, batch_size: int = 1, seq_len: int | None 
     fused kernel that FlopCounterMode has no formula for (torch 2.13), so the attention matmuls
     go uncounted; on "meta" (or with dropout) it falls back to plain matmuls, which are counted.
     """
-    T, B = _seq_len(cfg, seq_len), _positive("batch_size", batch_size)
+    T, B = _seq_len(cfg, seq_len), require_positive_int("batch_size", batch_size)
     with torch.device(device):
         model = GPTModel(cfg)
     idx = torch.zeros(B, T, dtype=torch.long, device=device)
@@ -151,7 +144,7 @@ def thop_flops(cfg: GPTConfig, batch_size: int = 1, seq_len: int | None = None,
 
     thop only reads shapes, so on the meta device it gives the same numbers in a fraction of the time.
     """
-    T, B = _seq_len(cfg, seq_len), _positive("batch_size", batch_size)
+    T, B = _seq_len(cfg, seq_len), require_positive_int("batch_size", batch_size)
     with torch.device(device):
         model = GPTModel(cfg)
     macs, params = thop_macs(model, torch.zeros(B, T, dtype=torch.long, device=device))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import math
-from numbers import Real
-
 import torch
 
+from .loss import logits_of
 from .tokenizers import text_to_token_ids, token_ids_to_text
-from .train import logits_of
+from .validate import require_int, require_number, require_optional_int, require_positive_int
 
 
-def _check_prompt(idx: torch.Tensor, max_new_tokens: int) -> None:
+def _require_prompt(idx: torch.Tensor, max_new_tokens: int) -> None:
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
         shape = tuple(idx.shape) if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(f"idx must be a (batch, tokens) tensor of ids, got {shape}; "
@@ -21,8 +19,7 @@ def _check_prompt(idx: torch.Tensor, max_new_tokens: int) -> None:
     if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
         raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}; "
                          f"encode text with text_to_token_ids(text, tokenizer)")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    require_int("max_new_tokens", max_new_tokens, low=0)
 
 
 def _context_size(model: torch.nn.Module, context_size: int | None) -> int:
@@ -31,9 +28,7 @@ def _context_size(model: torch.nn.Module, context_size: int | None) -> int:
         if cfg is None:
             raise ValueError("context_size is needed for a model without a .cfg")
         return cfg.context_length
-    if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 1:
-        raise ValueError(f"context_size must be a positive int, got {context_size!r}")
-    return context_size
+    return require_positive_int("context_size", context_size)
 
 
 @torch.no_grad()
@@ -43,7 +38,7 @@ def generate_text_simple(model: torch.nn.Module, idx: torch.Tensor, max_new_toke
 
     The model only sees the last `context_size` tokens (its context length by default).
     """
-    _check_prompt(idx, max_new_tokens)
+    _require_prompt(idx, max_new_tokens)
     context_size = _context_size(model, context_size)
     for _ in range(max_new_tokens):
         logits = logits_of(model(idx[:, -context_size:]))  # (B, T, V)
@@ -52,24 +47,17 @@ def generate_text_simple(model: torch.nn.Module, idx: torch.Tensor, max_new_toke
     return idx
 
 
-def _check_temperature(temperature) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature) \
-            or temperature < 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 means greedy), got {temperature!r}")
+def _require_temperature(temperature) -> None:
+    require_number("temperature", temperature, low=0, hint=" (0 means greedy)")
 
 
-def _check_top_k(top_k, vocab_size: int | None) -> None:
-    if top_k is None:
-        return
-    upper = vocab_size if vocab_size is not None else "the vocabulary size"
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1 \
-            or (vocab_size is not None and top_k > vocab_size):
-        raise ValueError(f"top_k must be None (no filter) or an int between 1 and {upper}, got {top_k!r}")
+def _require_top_k(top_k, vocab_size: int | None) -> None:
+    require_optional_int("top_k", top_k, 1, vocab_size, "vocab_size", hint=" (None: no filter)")
 
 
 def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
     """Keep exactly the `top_k` largest logits in each row; set the rest to -inf so softmax gives them 0."""
-    _check_top_k(top_k, logits.size(-1))
+    _require_top_k(top_k, logits.size(-1))
     keep = torch.topk(logits, top_k, dim=-1).indices                       # (..., k)
     # -inf, not 0: exp(-inf) = 0 removes a token, while a logit of 0 would still give it a chance.
     filtered = torch.full_like(logits, float("-inf"))
@@ -79,8 +67,8 @@ def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Pick the next id from (B, V) logits: argmax at temperature 0 (or top_k=1), else sample."""
-    _check_temperature(temperature)
-    _check_top_k(top_k, logits.size(-1))
+    _require_temperature(temperature)
+    _require_top_k(top_k, logits.size(-1))
     if temperature == 0 or top_k == 1:
         return logits.argmax(dim=-1, keepdim=True)                          # (B, 1)
     if top_k is not None:
@@ -102,15 +90,13 @@ def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
     temperature 0 is greedy; top_k keeps only the k most likely tokens; generation stops early
     once every sequence has produced `eos_id` (sequences that ended are padded with eos_id).
     """
-    _check_prompt(idx, max_new_tokens)
+    _require_prompt(idx, max_new_tokens)
     context_size = _context_size(model, context_size)
-    _check_temperature(temperature)
+    _require_temperature(temperature)
     vocab_size = getattr(getattr(model, "cfg", None), "vocab_size", None)
-    _check_top_k(top_k, vocab_size)
-    if eos_id is not None and (isinstance(eos_id, bool) or not isinstance(eos_id, int) or eos_id < 0
-                               or (vocab_size is not None and eos_id >= vocab_size)):
-        raise ValueError(f"eos_id must be None or a token id in 0..{vocab_size or 'vocab_size'} - 1, "
-                         f"got {eos_id!r}")
+    _require_top_k(top_k, vocab_size)
+    require_optional_int("eos_id", eos_id, 0, None if vocab_size is None else vocab_size - 1,
+                         hint=" (a token id)")
     param = next(model.parameters(), None)
     if param is not None:
         idx = idx.to(param.device)  # the prompt goes where the model is

@@ -26,6 +26,14 @@ from .attention import MultiHeadAttention
 from .generate import sample_next
 from .layers import GELU, FeedForward, LayerNorm, TransformerBlock
 from .model import GPTModel
+from .validate import (
+    require_flag,
+    require_instance,
+    require_int,
+    require_int_in_range,
+    require_optional_int,
+    require_positive_int,
+)
 
 
 class KVCache:
@@ -38,11 +46,8 @@ class KVCache:
     """
 
     def __init__(self, n_layers: int, capacity: int | None = None):
-        if not isinstance(n_layers, int) or n_layers < 1:
-            raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
-        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
-            raise ValueError(f"capacity must be a positive int (positions per layer) or None, got {capacity!r}")
-        self.capacity = capacity
+        n_layers = require_positive_int("n_layers", n_layers)
+        self.capacity = require_optional_int("capacity", capacity, low=1, hint=" (positions per layer)")
         self.keys: list[torch.Tensor | None] = [None] * n_layers
         self.values: list[torch.Tensor | None] = [None] * n_layers
         self._room: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layers  # reserved memory
@@ -129,7 +134,7 @@ def feed_forward(ff: FeedForward, x: torch.Tensor, fused: bool = False) -> torch
     return project(F.gelu(expand(x), approximate="tanh"))
 
 
-def check_fusable(model: GPTModel) -> None:
+def validate_fusable(model: GPTModel) -> None:
     """fused=True replaces exactly the course's LayerNorm and GELU: refuse anything else."""
     for i, block in enumerate(model.trf_blocks):
         ff = block.ff
@@ -158,9 +163,9 @@ def forward_with_cache(model: GPTModel, idx_new: torch.Tensor, cache: KVCache,
     With last_only=True, only the last position goes through the output head: (B, 1, vocab).
     With fused=True, LayerNorm, GELU and attention use PyTorch's fused kernels (see the top).
     """
-    model.check_input(idx_new)
+    model.validate_input(idx_new)
     if fused:
-        check_fusable(model)
+        validate_fusable(model)
     past, T_new = cache.length, idx_new.size(1)
     if len(cache.keys) != len(model.trf_blocks):
         raise ValueError(f"the cache has {len(cache.keys)} layers but the model has "
@@ -174,7 +179,7 @@ def forward_with_cache(model: GPTModel, idx_new: torch.Tensor, cache: KVCache,
                          f"last tokens (generate_cached does this)")
     # The new tokens come after the cached ones: positions past .. past + T_new - 1, not 0 ..
     pos = torch.arange(past, past + T_new, device=idx_new.device)
-    x = model.drop_emb(model.tok_emb(idx_new) + model.pos_emb(pos))  # (B, T_new, C)
+    x = model.drop_emb(model.embed_tokens(idx_new) + model.pos_emb(pos))  # (B, T_new, C)
     for layer, block in enumerate(model.trf_blocks):
         x = block_with_cache(block, x, cache, layer, fused)
     if last_only:
@@ -195,27 +200,20 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
     but the model then sees fewer tokens than the uncached crop, so its tokens can differ.
     fused=True runs each step through PyTorch's fused kernels (see the top of this module).
     """
-    if not isinstance(model, GPTModel):
-        raise TypeError(f"model must be a GPTModel, got {type(model).__name__}")
+    require_instance("model", model, GPTModel)
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.size(1) == 0:
         raise ValueError("idx must be a (batch, tokens) tensor with at least one token; "
                          "add a batch dimension with idx.unsqueeze(0)")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    max_new_tokens = require_int("max_new_tokens", max_new_tokens, low=0)
     limit = model.cfg.context_length
     context_size = limit if context_size is None else context_size
-    if not isinstance(context_size, int) or not 1 <= context_size <= limit:
-        raise ValueError(f"context_size must be an int from 1 to the context length {limit}, got {context_size!r}")
+    context_size = require_int_in_range("context_size", context_size, 1, limit, "context_length")
     refill_length = context_size if refill_length is None else refill_length
-    if not isinstance(refill_length, int) or not 1 <= refill_length <= context_size:
-        raise ValueError(f"refill_length must be an int from 1 to context_size={context_size}, "
-                         f"got {refill_length!r}")
-    if top_k is not None and (not isinstance(top_k, int) or not 1 <= top_k <= model.cfg.vocab_size):
-        raise ValueError(f"top_k must be an int between 1 and {model.cfg.vocab_size}, got {top_k!r}")
-    if not isinstance(fused, bool):
-        raise TypeError(f"fused must be True or False, got {fused!r}")
+    refill_length = require_int_in_range("refill_length", refill_length, 1, context_size, "context_size")
+    require_optional_int("top_k", top_k, 1, model.cfg.vocab_size, "vocab_size")
+    require_flag("fused", fused)
     if fused:
-        check_fusable(model)
+        validate_fusable(model)
     if max_new_tokens == 0:
         return idx
     was_training = model.training
@@ -248,8 +246,7 @@ def weight_reading_floor(model: torch.nn.Module, repeats: int = 5) -> tuple[floa
     That reads every weight matrix once and does nothing else, so no cached step can be faster.
     The seconds are the best of `repeats` runs; the bytes are what those layers' parameters take.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    require_positive_int("repeats", repeats)
     linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
     if not linears:
         raise ValueError("the model has no Linear layers, so there is no weight-reading floor to time")

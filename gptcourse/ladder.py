@@ -18,6 +18,7 @@ from .attention import Head, MultiHeadAttention
 from .config import GPTConfig
 from .layers import FeedForward, LayerNorm
 from .train import train_simple
+from .validate import require_flag, require_instance, require_positive_int
 
 
 @dataclass(frozen=True)
@@ -35,26 +36,27 @@ class Rung:
     def __post_init__(self) -> None:
         if self.attention not in ("none", "head", "multi"):
             raise ValueError(f"attention must be 'none', 'head' or 'multi', got {self.attention!r}")
-        if self.n_blocks < 1 or self.n_heads < 1:
-            raise ValueError("n_blocks and n_heads must be >= 1")
+        require_positive_int("n_heads", self.n_heads)
+        require_positive_int("n_blocks", self.n_blocks)
+        for name in ("feed_forward", "shortcuts", "layer_norm", "use_sdpa"):
+            require_flag(name, getattr(self, name))
 
 
 class LadderBlock(nn.Module):
     """Attention then feed-forward, each optionally with a shortcut and a LayerNorm before it."""
 
-    def __init__(self, rung: Rung, emb_dim: int, block_size: int):
+    def __init__(self, rung: Rung, cfg: GPTConfig):
         super().__init__()
         self.rung = rung
+        C, T = cfg.emb_dim, cfg.context_length
         if rung.attention == "head":
-            self.att = Head(emb_dim, emb_dim, block_size)
+            self.att = Head(C, C, T)
         elif rung.attention == "multi":
-            self.att = MultiHeadAttention(emb_dim, emb_dim, block_size, 0.0, rung.n_heads,
-                                          use_sdpa=rung.use_sdpa)
+            self.att = MultiHeadAttention(C, C, T, 0.0, cfg.n_heads, use_sdpa=cfg.use_sdpa)
         else:
             self.att = None
-        cfg = GPTConfig(vocab_size=1, context_length=block_size, emb_dim=emb_dim, n_heads=1, n_layers=1)
         self.ff = FeedForward(cfg) if rung.feed_forward else None
-        make_norm = (lambda: LayerNorm(emb_dim)) if rung.layer_norm else nn.Identity
+        make_norm = (lambda: LayerNorm(C)) if rung.layer_norm else nn.Identity
         self.norm1, self.norm2 = make_norm(), make_norm()
 
     def _sublayer(self, layer: nn.Module | None, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -73,10 +75,15 @@ class LadderModel(nn.Module):
 
     def __init__(self, vocab_size: int, block_size: int, emb_dim: int, rung: Rung = Rung()):
         super().__init__()
+        rung = require_instance("rung", rung, Rung)
+        # The ladder's sizes, checked once by GPTConfig; its blocks and layers trust them.
+        cfg = GPTConfig(vocab_size=vocab_size, context_length=block_size, emb_dim=emb_dim,
+                        n_heads=rung.n_heads if rung.attention == "multi" else 1,
+                        n_layers=rung.n_blocks, drop_rate=0.0, use_sdpa=rung.use_sdpa)
         self.block_size = block_size
         self.tok_emb = nn.Embedding(vocab_size, emb_dim)
         self.pos_emb = nn.Embedding(block_size, emb_dim)
-        self.blocks = nn.Sequential(*[LadderBlock(rung, emb_dim, block_size) for _ in range(rung.n_blocks)])
+        self.blocks = nn.Sequential(*[LadderBlock(rung, cfg) for _ in range(rung.n_blocks)])
         self.final_norm = LayerNorm(emb_dim) if rung.layer_norm else nn.Identity()
         self.head = nn.Linear(emb_dim, vocab_size)
 
@@ -144,8 +151,7 @@ def train_rung(name: str, train_ids: torch.Tensor, val_ids: torch.Tensor, vocab_
             raise ValueError(f"unknown rung {name!r}; choose one of {list(RUNGS)} "
                              f"or pass your own with rung=Rung(...)")
         rung = RUNGS[name]
-    elif not isinstance(rung, Rung):
-        raise TypeError(f"rung must be a Rung, got {type(rung).__name__}")
+    require_instance("rung", rung, Rung)
     torch.manual_seed(recipe.init_seed)
     model = LadderModel(vocab_size, recipe.block_size, recipe.emb_dim, rung)
     started = time.perf_counter()

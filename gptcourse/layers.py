@@ -11,12 +11,7 @@ import torch.nn.functional as F
 
 from .attention import MultiHeadAttention
 from .config import GPTConfig
-
-
-def _check_cfg(cfg) -> None:
-    if not isinstance(cfg, GPTConfig):
-        raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__} "
-                        f"(build one with GPTConfig(emb_dim=..., n_heads=..., ...))")
+from .validate import require_flag, require_instance, require_positive_int, require_positive_number
 
 
 class LayerNorm(nn.Module):
@@ -24,18 +19,13 @@ class LayerNorm(nn.Module):
 
     def __init__(self, emb_dim: int, eps: float = 1e-5):
         super().__init__()
-        if not isinstance(emb_dim, int) or isinstance(emb_dim, bool) or emb_dim < 1:
-            raise ValueError(f"emb_dim must be a positive int (the size of each token's vector), "
-                             f"got {emb_dim!r}")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-            raise ValueError(f"eps must be a small positive number such as 1e-5, got {eps!r}")
-        self.emb_dim = emb_dim
-        self.eps = eps
-        self.scale = nn.Parameter(torch.ones(emb_dim))   # starts as "keep the normalised value"
-        self.shift = nn.Parameter(torch.zeros(emb_dim))  # starts as "add nothing"
+        self.emb_dim = require_positive_int("emb_dim", emb_dim, hint=" (the size of each token's vector)")
+        self.eps = require_positive_number("eps", eps, hint=" (a small number such as 1e-5)")
+        self.scale = nn.Parameter(torch.ones(emb_dim))   # trained, starts as "keep the normalised value"
+        self.shift = nn.Parameter(torch.zeros(emb_dim))  # trained, starts as "add nothing"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.size(-1) != self.emb_dim:
+        if x.size(-1) != self.emb_dim:  # one comparison: cheap enough for every call
             raise ValueError(f"the last dimension of x has size {x.size(-1)}, but this LayerNorm "
                              f"normalises vectors of emb_dim={self.emb_dim}")
         centered = x - x.mean(dim=-1, keepdim=True)        # (..., C): mean 0 per token
@@ -72,7 +62,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        _check_cfg(cfg)
+        require_instance("cfg", cfg, GPTConfig)  # a GPTConfig has checked every size already
         self.layers = nn.Sequential(
             nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),  # (..., C) -> (..., 4C): room to compute
             GELU(),
@@ -91,11 +81,8 @@ class ExampleDeepNeuralNetwork(nn.Module):
         sizes = list(layer_sizes)
         if len(sizes) < 2:
             raise ValueError(f"layer_sizes needs at least an input and an output size, got {sizes}")
-        if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
-            raise ValueError(f"layer_sizes must be positive ints, got {sizes}")
-        if not isinstance(use_shortcut, bool):
-            raise TypeError(f"use_shortcut must be True or False, got {use_shortcut!r}")
-        self.use_shortcut = use_shortcut
+        sizes = [require_positive_int(f"layer_sizes[{i}]", n) for i, n in enumerate(sizes)]
+        self.use_shortcut = require_flag("use_shortcut", use_shortcut)
         self.layers = nn.ModuleList(
             nn.Sequential(nn.Linear(n_in, n_out), GELU()) for n_in, n_out in zip(sizes[:-1], sizes[1:])
         )
@@ -125,10 +112,11 @@ class TransformerBlock(nn.Module):
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        _check_cfg(cfg)
+        require_instance("cfg", cfg, GPTConfig)  # a GPTConfig has checked every size already
         self.att = MultiHeadAttention(
             d_in=cfg.emb_dim, d_out=cfg.emb_dim, context_length=cfg.context_length,
             dropout=cfg.drop_rate, num_heads=cfg.n_heads, qkv_bias=cfg.qkv_bias, use_sdpa=cfg.use_sdpa,
+            validate_input=False,  # the model validated its input once, at its edge
         )
         self.ff = FeedForward(cfg)
         self.norm1 = LayerNorm(cfg.emb_dim)

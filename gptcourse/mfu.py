@@ -20,6 +20,7 @@ from .attention import MultiHeadAttention
 from .config import GPTConfig
 from .flops import training_flops_per_token
 from .model import GPTModel
+from .validate import require_int, require_positive_int, require_positive_number
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -88,8 +89,7 @@ def peak_flops(device: str | torch.device = "cpu", dtype: str = "fp32",
     """The peak to divide by: peak_tflops if given, the data sheet for a known GPU, else measured."""
     device = torch.device(device)
     if peak_tflops is not None:
-        if not isinstance(peak_tflops, (int, float)) or peak_tflops <= 0:
-            raise ValueError(f"peak_tflops must be a positive number, got {peak_tflops!r}")
+        peak_tflops = require_positive_number("peak_tflops", peak_tflops)
         return Peak(peak_tflops * 1e12, "given peak_tflops")
     if device.type == "cuda":
         return gpu_peak(torch.cuda.get_device_name(device), dtype)
@@ -127,10 +127,8 @@ def measure_training_throughput(model: nn.Module, batch_size: int, seq_len: int,
     The model is trained in place (its weights change). bf16 uses autocast (fp32 weights,
     bf16 matmuls), the usual mixed-precision set-up.
     """
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    require_positive_int("steps", steps)
+    require_int("warmup", warmup, low=0)
     device = next(model.parameters()).device
     vocab_size = model.cfg.vocab_size
     gen = torch.Generator().manual_seed(seed)

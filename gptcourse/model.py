@@ -9,16 +9,20 @@ import torch.nn as nn
 
 from .config import GPTConfig
 from .layers import LayerNorm, TransformerBlock
+from .tying import TiedEmbeddingMixin
+from .validate import require_instance
 
 
-class GPTModel(nn.Module):
-    """A GPT-2 style language model. forward(idx) maps (B, T) token ids to (B, T, vocab) logits."""
+class GPTModel(TiedEmbeddingMixin, nn.Module):
+    """A GPT-2 style language model. forward(idx) maps (B, T) token ids to (B, T, vocab) logits.
+
+    With cfg.tie_weights the output head is the token embedding matrix; `TiedEmbeddingMixin`
+    (gptcourse/tying.py) keeps it so through moves and loads.
+    """
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        if not isinstance(cfg, GPTConfig):
-            raise TypeError(f"cfg must be a GPTConfig, got {type(cfg).__name__} (try GPTConfig(**cfg))")
-        self.cfg = cfg
+        self.cfg = require_instance("cfg", cfg, GPTConfig, hint=" (try GPTConfig(**cfg))")
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
@@ -28,44 +32,6 @@ class GPTModel(nn.Module):
         self.reset_parameters()
         if cfg.tie_weights:
             self.tie_weights()
-
-    def tie_weights(self) -> None:
-        """Make the output head use the very same Parameter as the token embedding (shared storage)."""
-        # Both are (vocab_size, emb_dim): row i embeds token i and also scores token i.
-        self.out_head.weight = self.tok_emb.weight
-
-    @property
-    def weights_tied(self) -> bool:
-        """True if the output head and the token embedding are one and the same Parameter."""
-        return self.out_head.weight is self.tok_emb.weight
-
-    def _apply(self, fn, recurse=True):
-        # .to(), .half(), .cuda(), to_empty(): PyTorch converts each module's parameters one by
-        # one and, when the tensor type changes (say cpu -> meta), wraps each result in a new
-        # Parameter, which would silently untie the head. Tie it again afterwards.
-        was_tied = self.weights_tied
-        result = super()._apply(fn, recurse)
-        if was_tied and not self.weights_tied:
-            self.tie_weights()
-        return result
-
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """nn.Module.load_state_dict, made safe for tied weights.
-
-        With tying on, a state dict whose head differs from its embedding cannot fit (one matrix
-        cannot hold two values), so it is refused instead of silently keeping one of them.
-        """
-        was_tied = self.weights_tied
-        if was_tied and "tok_emb.weight" in state_dict and "out_head.weight" in state_dict:
-            if _differ(state_dict["tok_emb.weight"], state_dict["out_head.weight"]):
-                raise ValueError(
-                    "state_dict has different 'tok_emb.weight' and 'out_head.weight', but this model "
-                    "ties them: build the model with cfg.replace(tie_weights=False) to load it"
-                )
-        result = super().load_state_dict(state_dict, strict=strict, assign=assign)
-        if was_tied and not self.weights_tied:
-            self.tie_weights()  # assign=True puts in a new Parameter per name
-        return result
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -78,8 +44,12 @@ class GPTModel(nn.Module):
                 if getattr(module, "bias", None) is not None:
                     nn.init.zeros_(module.bias)
 
-    def check_input(self, idx: torch.Tensor) -> None:
-        """Clear errors for inputs the model cannot take, before torch fails deep inside."""
+    def validate_input(self, idx: torch.Tensor) -> None:
+        """Clear errors for ids the model cannot take (type, shape, length), before torch fails deep inside.
+
+        The ids' values are not read here: that would be a full pass over idx on every training
+        step (and a GPU sync). An id outside the vocabulary is reported by `embed_tokens` instead.
+        """
         if not isinstance(idx, torch.Tensor):
             raise TypeError(f"idx must be a tensor of token ids, got {type(idx).__name__}")
         if idx.dtype not in (torch.long, torch.int32):
@@ -95,27 +65,24 @@ class GPTModel(nn.Module):
                 f"input has {T} tokens but the model's context_length is {self.cfg.context_length}: "
                 f"crop it to the last {self.cfg.context_length} tokens (idx[:, -{self.cfg.context_length}:])"
             )
-        # Reading values forces a GPU sync, so only check them where it is cheap.
-        if idx.device.type == "cpu" and (idx.min() < 0 or idx.max() >= self.cfg.vocab_size):
-            raise ValueError(f"token ids must be in 0..{self.cfg.vocab_size - 1}, "
-                             f"got values from {idx.min().item()} to {idx.max().item()}")
+
+    def embed_tokens(self, idx: torch.Tensor) -> torch.Tensor:
+        """self.tok_emb(idx), with a clear error for an id outside the vocabulary."""
+        try:
+            return self.tok_emb(idx)  # (B, T, C)
+        except IndexError:  # raised by the lookup itself on a CPU: no extra pass over the ids
+            raise ValueError(f"token ids must be in 0..{self.cfg.vocab_size - 1}, got values from "
+                             f"{idx.min().item()} to {idx.max().item()}") from None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        self.check_input(idx)
-        T = idx.size(1)
+        self.validate_input(idx)                      # once, here: the layers inside trust it
+        B, T = idx.shape
         pos = torch.arange(T, device=idx.device)
-        x = self.tok_emb(idx) + self.pos_emb(pos)  # (B, T, C): what the token is + where it is
+        x = self.embed_tokens(idx) + self.pos_emb(pos)  # (B, T, C): what the token is + where it is
         x = self.drop_emb(x)
-        x = self.trf_blocks(x)                     # (B, T, C)
+        x = self.trf_blocks(x)                        # (B, T, C)
         x = self.final_norm(x)
-        return self.out_head(x)                    # (B, T, vocab_size)
-
-
-def _differ(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """True if two same-shaped tensors hold different values (meta tensors hold none)."""
-    if a is b or a.shape != b.shape or "meta" in (a.device.type, b.device.type):
-        return False  # a shape mismatch is reported by load_state_dict itself
-    return not torch.equal(a, b.to(a.device, a.dtype))
+        return self.out_head(x)                       # (B, T, vocab_size)
 
 
 def count_parameters(model: nn.Module, count_tied_once: bool = True) -> int:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import torch
 import torch.nn as nn
+
+from .validate import require_int, require_number, require_positive_number
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -16,8 +17,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     towards 0 does not make the model simpler, it only pulls the token vectors together.
     A tied output head is the token embedding itself, so it counts once, without decay.
     """
-    if not isinstance(weight_decay, Real) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    require_number("weight_decay", weight_decay, low=0)
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
     for _, p in model.named_parameters():  # each shared Parameter appears once
@@ -36,8 +36,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
                    betas: tuple[float, float] = (0.9, 0.99)) -> torch.optim.AdamW:
     """AdamW over `param_groups(model, weight_decay)`; the fused kernel on CUDA, where it is faster."""
-    if not isinstance(lr, Real) or lr <= 0:
-        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    require_positive_number("lr", lr)
     on_cuda = next(model.parameters()).device.type == "cuda"
     extra = {"fused": True} if on_cuda else {}
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, **extra)
@@ -50,8 +49,7 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup_iters: int, max_iters:
     warm-up step (warmup_iters - 1). Then a cosine curve from max_lr at step warmup_iters down to
     min_lr at step max_iters, and min_lr after that.
     """
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be an int >= 0, got {step!r}")
+    require_int("step", step, low=0)
     if not 0 <= min_lr <= max_lr:
         raise ValueError(f"need 0 <= min_lr <= max_lr, got min_lr={min_lr}, max_lr={max_lr}")
     if not 0 <= warmup_iters <= max_iters:

@@ -19,6 +19,7 @@ import torch
 from .config import GPTConfig, get_config
 from .download import DATA_DIR_ENV, DownloadError, _stream_to, data_dir, download, verify
 from .model import GPTModel
+from .validate import require_instance
 
 # Causal-mask buffers that some checkpoints (the Hub's among them) store next to the weights: skipped.
 _MASK_BUFFER = re.compile(r"h\.\d+\.attn\.(bias|masked_bias)")
@@ -61,7 +62,7 @@ def strip_prefix(state_dict: Mapping[str, object]) -> dict[str, object]:
     return {name.removeprefix("transformer."): value for name, value in state_dict.items()}
 
 
-def check_gpt2_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: GPTConfig) -> None:
+def validate_gpt2_shapes(shapes: Mapping[str, tuple[int, ...]], cfg: GPTConfig) -> None:
     """Raise ValueError naming the first missing, unexpected or misshapen tensor."""
     expected = expected_gpt2_shapes(cfg)
     shapes = strip_prefix(shapes)
@@ -94,7 +95,7 @@ def gpt2_state_dict_to_ours(state_dict: Mapping[str, torch.Tensor], cfg: GPTConf
     for name, value in sd.items():
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"tensor {name!r} is a {type(value).__name__}, not a torch.Tensor")
-    check_gpt2_shapes({name: tuple(t.shape) for name, t in sd.items()}, cfg)
+    validate_gpt2_shapes({name: tuple(t.shape) for name, t in sd.items()}, cfg)
     ours = {"tok_emb.weight": sd["wte.weight"], "pos_emb.weight": sd["wpe.weight"],
             "final_norm.scale": sd["ln_f.weight"], "final_norm.shift": sd["ln_f.bias"]}
     for i in range(cfg.n_layers):
@@ -116,8 +117,7 @@ def gpt2_state_dict_to_ours(state_dict: Mapping[str, torch.Tensor], cfg: GPTConf
 @torch.no_grad()
 def load_gpt2_weights(model: GPTModel, state_dict: Mapping[str, torch.Tensor]) -> GPTModel:
     """Copy a Hugging Face GPT-2 state dict into `model` (in place) and return the model."""
-    if not isinstance(model, GPTModel):
-        raise TypeError(f"model must be a GPTModel, got {type(model).__name__}")
+    require_instance("model", model, GPTModel)
     if not model.cfg.qkv_bias:
         raise ValueError("GPT-2's query/key/value projections have biases: build the model with "
                          "qkv_bias=True (gpt2_config() does)")
@@ -240,7 +240,7 @@ def verify_gpt2_file(path: str | Path, size: str = "124M") -> None:
         verify(Path(path), ckpt.sha256)
         return
     header = read_safetensors_header(path)
-    check_gpt2_shapes({name: tuple(info["shape"]) for name, info in header.items()}, gpt2_config(size))
+    validate_gpt2_shapes({name: tuple(info["shape"]) for name, info in header.items()}, gpt2_config(size))
 
 
 def download_gpt2(size: str = "124M") -> Path:
@@ -274,7 +274,7 @@ def load_gpt2_file(path: str | Path, cfg: GPTConfig) -> GPTModel:
         raise ImportError("reading model.safetensors needs the safetensors package: "
                           "pip install safetensors (or pip install -e '.[gpt2]')") from None
     header = read_safetensors_header(path)  # clear errors before reading gigabytes
-    check_gpt2_shapes({name: tuple(info["shape"]) for name, info in header.items()}, cfg)
+    validate_gpt2_shapes({name: tuple(info["shape"]) for name, info in header.items()}, cfg)
     return load_gpt2_weights(GPTModel(cfg), load_file(str(path))).eval()
 
 

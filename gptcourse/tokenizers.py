@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .download import data_dir
+from .validate import require_instance
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -21,8 +22,7 @@ class CharTokenizer:
     """
 
     def __init__(self, text: str):
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        require_instance("text", text, str)
         if not text:
             raise ValueError("text is empty: build the tokenizer from the corpus you will train on")
         self._set_vocab(sorted(set(text)))
@@ -57,8 +57,7 @@ class CharTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Turn a string into a list of ids. Unknown characters raise ValueError."""
-        if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        require_instance("text", text, str)
         unknown = sorted(set(text) - self.stoi.keys())
         if unknown:
             raise ValueError(
@@ -118,8 +117,7 @@ def gpt2_tokenizer():
 
 def text_to_token_ids(text: str, tokenizer) -> torch.Tensor:
     """Encode text with either tokenizer and add a batch dimension: shape (1, T)."""
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    require_instance("text", text, str)
     if not text:
         raise ValueError("text is empty: give at least one character to encode")
     if isinstance(tokenizer, CharTokenizer):

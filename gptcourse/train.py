@@ -1,90 +1,37 @@
-"""Training utilities shared by every chapter: the loss of a batch, loss estimates, a simple loop.
+"""Training loops: `train_simple` (chapters 2-4: AdamW on random batches) and `train` (chapter 6:
+warm-up + cosine learning rate, gradient clipping, evaluation, and a state to resume from).
 
-Models may return either logits of shape (B, T, vocab) or a tuple (logits, loss) as the
-bigram model does; `calc_loss_batch` accepts both. The full training loop of chapter 6
-(AdamW, warm-up + cosine schedule, clipping, checkpoints) is in `gptcourse.trainer`.
+    settings = TrainSettings(max_iters=600)
+    state = train(model, train_ids, val_ids, settings)
+    plot_losses(state.history)
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from .data import create_dataloader, get_batch
+from .config import replace_fields
+from .data import get_batch
+from .device import autocast
+from .loss import calc_loss_batch, estimate_loss
+from .optim import lr_at, make_optimizer
 from .progress import progress_bar
+from .validate import (
+    require_instance,
+    require_int,
+    require_number,
+    require_optional_int,
+    require_positive_int,
+    require_positive_number,
+    require_probability,
+)
 
 
-def logits_of(output) -> torch.Tensor:
-    """The logits of a model's output, whether it returned `logits` or `(logits, loss)`."""
-    return output[0] if isinstance(output, tuple) else output
-
-
-def calc_loss_batch(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of the model's next-token predictions for inputs x and targets y."""
-    logits = logits_of(model(x))  # (B, T, V)
-    # cross_entropy wants (N, V) scores and (N,) targets, so fold batch and time together.
-    return F.cross_entropy(logits.flatten(0, 1), y.flatten())
-
-
-@torch.no_grad()
-def calc_loss_loader(model: torch.nn.Module, data_loader: DataLoader, num_batches: int | None = None,
-                     device: str | torch.device = "cpu") -> float:
-    """Mean loss per token over the first `num_batches` batches of a loader (all of them if None).
-
-    Runs in eval mode (no dropout) and without gradients, then restores the model's mode.
-    """
-    if num_batches is not None and (not isinstance(num_batches, int) or num_batches < 1):
-        raise ValueError(f"num_batches must be None (all) or an int >= 1, got {num_batches!r}")
-    if len(data_loader) == 0:
-        raise ValueError("data_loader has no batches: use more data or a smaller batch size")
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for i, (x, y) in enumerate(data_loader):
-        if num_batches is not None and i >= num_batches:
-            break
-        # Weight each batch by its size, so a smaller last batch counts for what it holds.
-        total += calc_loss_batch(model, x.to(device), y.to(device)).item() * y.numel()
-        count += y.numel()
-    model.train(was_training)
-    return total / count
-
-
-def split_loss(model: torch.nn.Module, data: torch.Tensor, block_size: int, batch_size: int = 64,
-               device: str | torch.device = "cpu") -> float:
-    """The exact loss on a whole split: every non-overlapping window of `block_size` tokens, once."""
-    loader = create_dataloader(data, block_size, stride=block_size, batch_size=batch_size,
-                               shuffle=False, drop_last=False)
-    return calc_loss_loader(model, loader, device=device)
-
-
-@torch.no_grad()
-def estimate_loss(
-    model: torch.nn.Module,
-    splits: dict[str, torch.Tensor],
-    block_size: int,
-    batch_size: int,
-    eval_iters: int = 20,
-    generator: torch.Generator | None = None,
-    device: str | torch.device = "cpu",
-) -> dict[str, float]:
-    """Average loss over `eval_iters` random batches of each split, in eval mode, without gradients."""
-    if eval_iters < 1:
-        raise ValueError(f"eval_iters must be >= 1, got {eval_iters}")
-    was_training = model.training
-    model.eval()  # no dropout while measuring
-    result = {}
-    for name, data in splits.items():
-        losses = torch.empty(eval_iters)
-        for i in range(eval_iters):
-            x, y = get_batch(data, block_size, batch_size, device=device, generator=generator)
-            losses[i] = calc_loss_batch(model, x, y).item()
-        result[name] = losses.mean().item()
-    model.train(was_training)
-    return result
-
-
+# --- the simple loop of chapters 2-4 -----------------------------------------------------------
 def train_simple(
     model: torch.nn.Module,
     train_data: torch.Tensor,
@@ -105,12 +52,10 @@ def train_simple(
     history["step"], ["train"], ["val"] hold the estimated losses every `eval_interval` steps
     (and at the end); history["batch_loss"] holds the loss of every training batch.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if eval_interval < 1:
-        raise ValueError(f"eval_interval must be >= 1, got {eval_interval}")
-    if lr <= 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
+    require_positive_int("steps", steps)
+    require_positive_int("eval_interval", eval_interval)
+    require_positive_int("eval_iters", eval_iters)
+    require_positive_number("lr", lr)
     # Separate generators keep training batches the same however often we evaluate.
     batch_gen = torch.Generator().manual_seed(seed)
     eval_gen = torch.Generator().manual_seed(seed + 1)
@@ -143,3 +88,153 @@ def _record(history: dict[str, list], step: int, losses: dict[str, float]) -> No
     history["step"].append(step)
     history["train"].append(losses["train"])
     history["val"].append(losses["val"])
+
+
+# --- the full loop of chapter 6 ------------------------------------------------------------------
+HISTORY_KEYS = ("step", "train", "val", "batch_loss", "lr")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How to train (the model's sizes live in GPTConfig). The defaults are the course's CPU recipe,
+    found by benchmarks/time_to_quality.py for the "cpu-small" model on Tiny Shakespeare."""
+
+    max_iters: int = 1000         # optimizer steps in the whole run (the schedule ends here)
+    batch_size: int = 16          # windows per step
+    block_size: int | None = None  # tokens per window; None = the model's context_length
+    lr: float = 4e-3              # peak learning rate, reached at the end of warm-up
+    min_lr: float = 1e-4          # the cosine decay ends here
+    warmup_iters: int = 50        # steps of linear warm-up
+    weight_decay: float = 0.1     # AdamW decay on the weight matrices only
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0        # largest allowed gradient norm; 0 turns clipping off
+    eval_interval: int = 250      # estimate train/val loss every this many steps (and at the end)
+    eval_iters: int = 10          # batches per split for each estimate
+    seed: int = 1337              # seeds the batch order (the model's weights are seeded by you)
+
+    def __post_init__(self) -> None:
+        for name in ("max_iters", "batch_size", "eval_interval", "eval_iters"):
+            require_positive_int(name, getattr(self, name))
+        require_int("warmup_iters", self.warmup_iters, low=0)
+        require_int("seed", self.seed, low=0)
+        require_optional_int("block_size", self.block_size, low=1, hint=" (None: the model's context_length)")
+        require_positive_number("lr", self.lr)
+        for name in ("min_lr", "weight_decay", "grad_clip"):
+            require_number(name, getattr(self, name), low=0)
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not be larger than lr ({self.lr})")
+        if self.warmup_iters > self.max_iters:
+            raise ValueError(f"warmup_iters ({self.warmup_iters}) must not exceed max_iters "
+                             f"({self.max_iters})")
+        for name in ("beta1", "beta2"):
+            require_probability(name, getattr(self, name))
+
+    def replace(self, **changes) -> TrainSettings:
+        """A copy with some fields changed (and checked again)."""
+        return replace_fields(self, "training setting(s)", **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def new_history() -> dict[str, list[float]]:
+    return {key: [] for key in HISTORY_KEYS}
+
+
+@dataclass
+class TrainState:
+    """Everything besides the model's weights that a run needs to go on exactly where it stopped."""
+
+    optimizer: torch.optim.Optimizer
+    batch_gen: torch.Generator     # draws the training batches
+    eval_gen: torch.Generator      # draws the evaluation batches (separate, so evaluating
+                                   # more or less often never changes the training batches)
+    step: int = 0                  # optimizer steps done so far
+    history: dict[str, list[float]] = field(default_factory=new_history)
+
+
+def new_state(model: torch.nn.Module, settings: TrainSettings) -> TrainState:
+    """A fresh run: AdamW over the model's parameters (put the model on its device first)."""
+    optimizer = make_optimizer(model, settings.lr, settings.weight_decay,
+                               (settings.beta1, settings.beta2))
+    return TrainState(optimizer=optimizer,
+                      batch_gen=torch.Generator().manual_seed(settings.seed),
+                      eval_gen=torch.Generator().manual_seed(settings.seed + 1))
+
+
+def train(
+    model: torch.nn.Module,
+    train_data: torch.Tensor,
+    val_data: torch.Tensor,
+    settings: TrainSettings | None = None,
+    *,
+    state: TrainState | None = None,
+    device: str | torch.device = "cpu",
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[TrainState], None] | None = None,
+    on_step: Callable[[TrainState], None] | None = None,
+    progress: bool = True,
+) -> TrainState:
+    """Train `model` until `settings.max_iters` steps are done; return the state with its history.
+
+    Pass `state` (from a checkpoint) to continue a run. `on_checkpoint(state)` is called every
+    `checkpoint_every` steps and at the end; `on_step(state)` after every step.
+    """
+    settings = settings or TrainSettings()
+    require_instance("settings", settings, TrainSettings)
+    require_int("checkpoint_every", checkpoint_every, low=0)
+    cfg = getattr(model, "cfg", None)
+    if settings.block_size is None and cfg is None:
+        raise ValueError("settings.block_size is needed for a model without a .cfg "
+                         "(TrainSettings(block_size=...))")
+    block_size = settings.block_size or cfg.context_length
+    device = torch.device(device)
+    model.to(device)
+    state = state or new_state(model, settings)
+    splits = {"train": train_data, "val": val_data}
+    history = state.history
+
+    def evaluate() -> None:
+        with autocast(device):
+            losses = estimate_loss(model, splits, block_size, settings.batch_size,
+                                   settings.eval_iters, state.eval_gen, device)
+        history["step"].append(state.step)
+        history["train"].append(losses["train"])
+        history["val"].append(losses["val"])
+
+    model.train()
+    bar = progress_bar(range(state.step, settings.max_iters), initial=state.step, total=settings.max_iters,
+               desc="training", disable=not progress)
+    for step in bar:
+        if step % settings.eval_interval == 0 and (not history["step"] or history["step"][-1] != step):
+            evaluate()
+        lr = lr_at(step, settings.lr, settings.min_lr, settings.warmup_iters, settings.max_iters)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        x, y = get_batch(train_data, block_size, settings.batch_size, device=device,
+                         generator=state.batch_gen)                         # (B, T) each
+        with autocast(device):
+            loss = calc_loss_batch(model, x, y)
+        state.optimizer.zero_grad(set_to_none=True)  # forget the previous step's gradients
+        loss.backward()
+        if settings.grad_clip > 0:
+            # One unlucky batch must not throw the weights far away: cap the gradient's length.
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        state.optimizer.step()
+        state.step = step + 1
+        history["batch_loss"].append(loss.item())
+        history["lr"].append(lr)
+        bar.set_postfix(loss=f"{history['batch_loss'][-1]:.3f}", refresh=False)
+        if on_step is not None:
+            on_step(state)
+        if (on_checkpoint is not None and checkpoint_every and state.step % checkpoint_every == 0
+                and state.step < settings.max_iters):
+            on_checkpoint(state)
+    bar.close()
+    if not history["step"] or history["step"][-1] != state.step:
+        evaluate()
+    if on_checkpoint is not None:
+        on_checkpoint(state)
+    model.eval()
+    return state

@@ -209,13 +209,13 @@ def test_sdpa_default_scale_is_one_over_sqrt_head_dim():
 @pytest.mark.parametrize("kwargs, error, match", [
     (dict(d_out=10, num_heads=4), ValueError, r"d_out=10 is not divisible by num_heads=4.*1, 2, 5, 10"),
     (dict(context_length=0), ValueError, "context_length must be a positive int, got 0"),
-    (dict(context_length=8.0), TypeError, "context_length must be an int"),
+    (dict(context_length=8.0), TypeError, "context_length must be a positive int, got 8.0"),
     (dict(d_in=-3), ValueError, "d_in must be a positive int"),
-    (dict(num_heads=True), TypeError, "num_heads must be an int"),
-    (dict(dropout=1.0), ValueError, r"dropout must be in \[0, 1\), got 1.0"),
-    (dict(dropout=-0.1), ValueError, r"dropout must be in \[0, 1\)"),
-    (dict(dropout=float("nan")), ValueError, r"dropout must be in \[0, 1\)"),
-    (dict(dropout="0.1"), TypeError, "dropout must be a float"),
+    (dict(num_heads=True), TypeError, "num_heads must be a positive int, got True"),
+    (dict(dropout=1.0), ValueError, r"dropout must be a number in \[0, 1\), got 1.0"),
+    (dict(dropout=-0.1), ValueError, r"dropout must be a number in \[0, 1\)"),
+    (dict(dropout=float("nan")), ValueError, r"dropout must be a number in \[0, 1\)"),
+    (dict(dropout="0.1"), TypeError, "dropout must be a number"),
     (dict(qkv_bias="yes"), TypeError, "qkv_bias must be True or False"),
     (dict(use_sdpa=None), TypeError, "use_sdpa must be True or False"),
 ])
@@ -230,7 +230,7 @@ def test_wrapper_and_head_config_errors():
         MultiHeadAttentionWrapper(8, 6, 4, 0.0, 4)
     with pytest.raises(ValueError, match="head_size must be a positive int"):
         Head(8, 0, 4)
-    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\)"):
         Head(8, 2, 4, dropout=1.5)
 
 

@@ -18,7 +18,7 @@ from gptcourse.config import GPTConfig
 from gptcourse.generate import generate
 from gptcourse.model import GPTModel
 from gptcourse.tokenizers import CharTokenizer
-from gptcourse.trainer import TrainSettings, train
+from gptcourse.train import TrainSettings, train
 
 CFG = GPTConfig(vocab_size=6, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
 TEXT = "abcdef" * 50

@@ -44,6 +44,29 @@ def test_call_reports_unfinished_code():
     assert check.problems == ["stub(): not written yet. Replace `raise NotImplementedError` with your code."]
 
 
+def test_call_uses_the_checks_known_errors_by_message_or_class():
+    def bad():
+        raise IndexError("index 9 is out of bounds")
+
+    with Check("t", quiet=True, known={IndexError: "the window runs off the end"}) as check:
+        check.call("f()", bad)
+    assert check.problems == ["f() raised IndexError: the window runs off the end"]
+    with Check("t", quiet=True, known={"out of bounds": "general"}) as check:
+        check.call("f()", bad, known={"index 9": "more specific"})
+    assert check.problems == ["f() raised IndexError: more specific"]  # the call's own table first
+
+
+def test_seeded_check_runs_on_a_fork_of_the_global_rng():
+    torch.manual_seed(5)
+    expected = torch.rand(1)
+    torch.manual_seed(5)
+    with Check("t", quiet=True, seed=0):
+        inside = torch.rand(1)
+    assert torch.equal(torch.rand(1), expected)  # the notebook's sequence is untouched
+    torch.manual_seed(0)
+    assert torch.equal(inside, torch.rand(1))  # and the check itself is seeded
+
+
 def test_close_and_diagnose():
     assert close(torch.tensor([1.0, 2.0]), [1.0, 2.0 + 1e-7])
     assert not close(torch.ones(2), torch.ones(3))

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from gptcourse.checks.training import _step_variant, check_lr_schedule, check_train_step
+from gptcourse.loss import calc_loss_batch
 from gptcourse.optim import lr_at
-from gptcourse.train import calc_loss_batch
 
 
 # --- train_step ----------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def test_sizes_must_be_positive_ints(field, bad):
 
 @pytest.mark.parametrize("bad", [1.0, -0.1, 1.5])
 def test_drop_rate_range(bad):
-    with pytest.raises(ValueError, match=r"drop_rate must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"drop_rate must be a number in \[0, 1\)"):
         GPTConfig(drop_rate=bad)
 
 
@@ -82,3 +82,10 @@ def test_get_config_overrides_and_errors():
     assert PRESETS["gpt2-small"].drop_rate == 0.1  # presets are not changed by overrides
     with pytest.raises(ValueError, match="unknown preset 'gpt3'; choose one of"):
         get_config("gpt3")
+
+
+def test_numpy_ints_are_accepted_and_stored_as_python_ints():
+    import numpy as np
+    cfg = GPTConfig(vocab_size=np.int64(65), n_layers=np.int32(2))
+    assert cfg.vocab_size == 65 and type(cfg.vocab_size) is int and type(cfg.n_layers) is int
+    assert cfg == GPTConfig(vocab_size=65, n_layers=2)  # so configs compare and save as before

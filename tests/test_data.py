@@ -144,9 +144,9 @@ def test_get_batch_too_short_data():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"block_size": 0}, ValueError, "block_size must be >= 1"),
-        ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
-        ({"block_size": 4.0}, TypeError, "block_size must be an int"),
+        ({"block_size": 0}, ValueError, "block_size must be a positive int, got 0"),
+        ({"batch_size": 0}, ValueError, "batch_size must be a positive int, got 0"),
+        ({"block_size": 4.0}, TypeError, "block_size must be a positive int, got 4.0"),
         ({"data": "some text"}, TypeError, "data is text: encode it"),
         ({"data": torch.rand(50)}, TypeError, "integer token ids"),
         ({"data": torch.zeros(5, 10, dtype=torch.long)}, ValueError, "1-D sequence"),
@@ -185,9 +185,9 @@ def test_dataset_index_out_of_range():
 @pytest.mark.parametrize(
     ("args", "error", "match"),
     [
-        ((torch.arange(12), 0, 1), ValueError, "context_length must be >= 1"),
-        ((torch.arange(12), 4, 0), ValueError, "stride must be >= 1"),
-        ((torch.arange(12), 4, 1.5), TypeError, "stride must be an int"),
+        ((torch.arange(12), 0, 1), ValueError, "context_length must be a positive int"),
+        ((torch.arange(12), 4, 0), ValueError, "stride must be a positive int"),
+        ((torch.arange(12), 4, 1.5), TypeError, "stride must be a positive int, got 1.5"),
         ((torch.arange(4), 4, 1), ValueError, "token_ids has 4 ids, too short for context_length=4"),
         (([0.5, 1.5, 2.5], 1, 1), TypeError, "token_ids must hold integer token ids"),
         (("hello", 2, 1), TypeError, "token_ids is text"),

@@ -106,7 +106,7 @@ def test_comparison_explains_the_gaps():
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"seq_len": 17}, ValueError, r"seq_len must be an int in 1..context_length=16"),
+    ({"seq_len": 17}, ValueError, r"seq_len must be an int from 1 to context_length=16"),
     ({"seq_len": 0}, ValueError, "seq_len must be an int"),
     ({"batch_size": 0}, ValueError, "batch_size must be a positive int"),
 ])

@@ -236,7 +236,7 @@ def test_cache_errors():
     with pytest.raises(ValueError, match="n_layers must be a positive int"):
         KVCache(0)
     for capacity in (0, 2.5, True):
-        with pytest.raises(ValueError, match="capacity must be a positive int"):
+        with pytest.raises(ValueError, match="capacity must be None or a positive int"):
             KVCache(2, capacity=capacity)
     with pytest.raises(ValueError, match=r"cache has 3 layers but the model has 2.*KVCache\(model.cfg.n_layers\)"):
         forward_with_cache(model, torch.zeros(1, 2, dtype=torch.long), KVCache(3))
@@ -252,12 +252,12 @@ def test_cache_errors():
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(max_new_tokens=-1), "max_new_tokens must be an int >= 0"),
-    (dict(context_size=17), "context_size must be an int from 1 to the context length 16"),
+    (dict(context_size=17), "context_size must be an int from 1 to context_length=16"),
     (dict(context_size=0), "context_size must be an int from 1"),
     (dict(refill_length=0), "refill_length must be an int from 1 to context_size=16"),
     (dict(context_size=8, refill_length=9), "refill_length must be an int from 1 to context_size=8"),
-    (dict(top_k=0), "top_k must be an int between 1 and 97"),
-    (dict(top_k=98), "top_k must be an int between 1 and 97"),
+    (dict(top_k=0), "top_k must be None or an int from 1 to vocab_size=97"),
+    (dict(top_k=98), "top_k must be None or an int from 1 to vocab_size=97"),
 ])
 def test_generate_cached_argument_errors(kwargs, message):
     args = {"max_new_tokens": 3, **kwargs}

@@ -87,7 +87,7 @@ def test_shortcuts_add_the_input_back():
 def test_rung_and_model_errors():
     with pytest.raises(ValueError, match="attention must be 'none', 'head' or 'multi'"):
         Rung(attention="multihead")
-    with pytest.raises(ValueError, match="n_blocks and n_heads must be >= 1"):
+    with pytest.raises(ValueError, match="n_blocks must be a positive int"):
         Rung(n_blocks=0)
     model = LadderModel(V, T, C, RUNGS["multi-head"])
     with pytest.raises(ValueError, match="input has 9 tokens but block_size is 8"):

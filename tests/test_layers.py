@@ -70,7 +70,7 @@ def test_layernorm_rejects_bad_emb_dim(emb_dim):
 
 @pytest.mark.parametrize("eps", [0, -1e-5, "1e-5", None])
 def test_layernorm_rejects_bad_eps(eps):
-    with pytest.raises(ValueError, match="eps must be a small positive number"):
+    with pytest.raises(ValueError, match="eps must be a positive number"):
         LayerNorm(4, eps=eps)
 
 
@@ -158,8 +158,8 @@ def test_deep_network_shortcut_skips_layers_that_change_size():
 
 @pytest.mark.parametrize("sizes, error, words", [
     ([3], ValueError, "at least an input and an output"),
-    ([3, 0, 1], ValueError, "positive ints"),
-    ([3, 2.5, 1], ValueError, "positive ints"),
+    ([3, 0, 1], ValueError, r"layer_sizes\[1\] must be a positive int"),
+    ([3, 2.5, 1], ValueError, r"layer_sizes\[1\] must be a positive int"),
 ])
 def test_deep_network_rejects_bad_sizes(sizes, error, words):
     with pytest.raises(error, match=words):
@@ -237,3 +237,13 @@ def test_gpt2_small_block_parameter_count():
 def test_block_gives_a_clear_error_for_the_wrong_width():
     with pytest.raises(ValueError, match="emb_dim=16"):
         TransformerBlock(TINY)(torch.randn(1, 4, 8))
+
+
+def test_attention_inside_a_block_trusts_its_input_while_a_standalone_one_checks_it():
+    # The model validates its ids once; the blocks' attention layers skip the per-forward checks.
+    cfg = GPTConfig(vocab_size=11, context_length=4, emb_dim=8, n_heads=2, n_layers=1, drop_rate=0.0)
+    assert TransformerBlock(cfg).att.validate_input is False
+    standalone = MultiHeadAttention(8, 8, 4, 0.0, 2)
+    assert standalone.validate_input is True
+    with pytest.raises(ValueError, match="input has 5 tokens but context_length is 4"):
+        standalone(torch.randn(1, 5, 8))

@@ -70,7 +70,7 @@ def test_throughput_counts_only_timed_steps():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"steps": 0}, "steps must be an int >= 1"),
+    ({"steps": 0}, "steps must be a positive int"),
     ({"warmup": -1}, "warmup must be an int >= 0"),
     ({"dtype": "fp64"}, "dtype must be one of"),
 ])

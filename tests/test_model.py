@@ -278,3 +278,12 @@ def test_generate_text_simple_zero_new_tokens_and_errors():
         generate_text_simple(model, torch.tensor([4, 5]), max_new_tokens=2)
     with pytest.raises(ValueError, match="max_new_tokens must be an int >= 0"):
         generate_text_simple(model, prompt, max_new_tokens=-1)
+
+
+def test_tying_uses_only_public_torch_methods():
+    # Overriding a private nn.Module method (such as _apply) could break with any PyTorch release.
+    from gptcourse.tying import TiedEmbeddingMixin
+    overridden = set(vars(GPTModel)) | set(vars(TiedEmbeddingMixin))
+    private = {name for name in overridden if name.startswith("_") and not name.startswith("__")
+               and hasattr(torch.nn.Module, name)}
+    assert private == set()

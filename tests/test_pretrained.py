@@ -14,7 +14,6 @@ from gptcourse.kvcache import generate_cached
 from gptcourse.model import GPTModel, count_parameters
 from gptcourse.pretrained import (
     GPT2Checkpoint,
-    check_gpt2_shapes,
     checkpoint_info,
     config_from_hf,
     download_gpt2,
@@ -28,6 +27,7 @@ from gptcourse.pretrained import (
     load_gpt2_weights,
     load_pretrained_gpt2,
     read_safetensors_header,
+    validate_gpt2_shapes,
     verify_gpt2_file,
 )
 
@@ -321,5 +321,5 @@ def test_failed_download_with_known_hash_says_how_to_get(tmp_path, monkeypatch):
         download_gpt2("124M")
 
 
-def test_check_gpt2_shapes_accepts_exact_set():
-    check_gpt2_shapes(expected_gpt2_shapes(SMALL), SMALL)
+def test_validate_gpt2_shapes_accepts_exact_set():
+    validate_gpt2_shapes(expected_gpt2_shapes(SMALL), SMALL)

@@ -1,4 +1,4 @@
-"""Tests for the shared training utilities in gptcourse.train (used from chapter 2 on)."""
+"""Tests for the loss helpers (gptcourse.loss) and train_simple (gptcourse.train), used from chapter 2 on."""
 
 import math
 
@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from gptcourse.bigram import BigramLanguageModel
 from gptcourse.data import get_batch
-from gptcourse.train import calc_loss_batch, estimate_loss, logits_of, train_simple
+from gptcourse.loss import calc_loss_batch, estimate_loss, logits_of
+from gptcourse.train import train_simple
 
 
 class PlainLogits(nn.Module):
@@ -105,7 +106,7 @@ def test_estimate_loss_runs_without_gradients_in_eval_mode():
 
 
 def test_estimate_loss_rejects_zero_eval_iters():
-    with pytest.raises(ValueError, match="eval_iters must be >= 1"):
+    with pytest.raises(ValueError, match="eval_iters must be a positive int"):
         estimate_loss(BigramLanguageModel(8), {"val": data()}, 4, 3, eval_iters=0)
 
 
@@ -163,9 +164,9 @@ def test_train_simple_works_with_plain_logits_models():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"steps": 0}, "steps must be >= 1"),
-        ({"eval_interval": 0}, "eval_interval must be >= 1"),
-        ({"lr": 0.0}, "lr must be > 0"),
+        ({"steps": 0}, "steps must be a positive int"),
+        ({"eval_interval": 0}, "eval_interval must be a positive int"),
+        ({"lr": 0.0}, "lr must be a positive number"),
     ],
 )
 def test_train_simple_bad_inputs(kwargs, match):

@@ -15,10 +15,10 @@ from gptcourse.checkpoint import (
 from gptcourse.config import GPTConfig
 from gptcourse.data import create_dataloader
 from gptcourse.device import autocast, pick_device
+from gptcourse.loss import calc_loss_batch, calc_loss_loader, split_loss
 from gptcourse.model import GPTModel
 from gptcourse.optim import lr_at, make_optimizer, param_groups
-from gptcourse.train import calc_loss_batch, calc_loss_loader, split_loss
-from gptcourse.trainer import TrainSettings, train
+from gptcourse.train import TrainSettings, train
 
 CFG = GPTConfig(vocab_size=7, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.2)
 
@@ -96,7 +96,7 @@ def test_untied_head_is_decayed():
 def test_make_optimizer_errors():
     with pytest.raises(ValueError, match="weight_decay must be a number >= 0"):
         param_groups(GPTModel(CFG), -1.0)
-    with pytest.raises(ValueError, match="lr must be a number > 0"):
+    with pytest.raises(ValueError, match="lr must be a positive number"):
         make_optimizer(GPTModel(CFG), 0.0)
 
 
@@ -127,13 +127,13 @@ def test_calc_loss_loader_weights_batches_by_size_and_respects_num_batches():
 @pytest.mark.parametrize(
     "changes, match",
     [
-        ({"max_iters": 0}, "max_iters must be >= 1"),
-        ({"lr": 0.0}, "lr must be > 0"),
+        ({"max_iters": 0}, "max_iters must be a positive int"),
+        ({"lr": 0.0}, "lr must be a positive number"),
         ({"min_lr": 1.0}, "min_lr .* must not be larger than lr"),
         ({"warmup_iters": 5000}, "warmup_iters .* must not exceed max_iters"),
-        ({"beta2": 1.0}, r"beta2 must be in \[0, 1\)"),
+        ({"beta2": 1.0}, r"beta2 must be a number in \[0, 1\)"),
         ({"grad_clip": -1.0}, "grad_clip must be a number >= 0"),
-        ({"batch_size": 2.5}, "batch_size must be an int"),
+        ({"batch_size": 2.5}, "batch_size must be a positive int, got 2.5"),
         ({"nonsense": 1}, "unknown training setting"),
     ],
 )

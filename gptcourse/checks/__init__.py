@@ -7,7 +7,7 @@ learner mistakes (unfinished code, exceptions, wrong values) never print a trace
 Writing a checker::
 
     def check_thing(fn) -> Check:
-        with Check("thing") as check:
+        with Check("thing", seed=0, known=THING_ERRORS) as check:
             out = check.call("thing(x)", fn, x)          # stops the check if fn raises
             if check.expect(close(out, ref), "thing(x) matches the reference"):
                 ...
@@ -32,13 +32,25 @@ class StopCheck(Exception):
     """Raised inside a check to end it early (the finding is already recorded)."""
 
 
-class Check:
-    """A list of findings, printed as they are made. Use it as a context manager."""
+Known = Mapping["str | type[BaseException]", str]
 
-    def __init__(self, title: str, quiet: bool = False):
+
+class Check:
+    """A list of findings, printed as they are made. Use it as a context manager.
+
+    seed: run the check on a fork of torch's global random generator, seeded with `seed`, so
+    that learner code drawing from it neither depends on nor changes the notebook's own seed.
+    known: diagnoses for the errors learner code commonly raises in this check (see `call`).
+    """
+
+    def __init__(self, title: str, quiet: bool = False, *, seed: int | None = None,
+                 known: Known | None = None):
         self.title = title
         self.quiet = quiet
+        self.seed = seed
+        self.known = dict(known or {})
         self.findings: list[tuple[bool, str]] = []
+        self._rng_fork = None
 
     # --- recording findings -------------------------------------------------------------
     def ok(self, message: str) -> None:
@@ -66,12 +78,12 @@ class Check:
             print(f"{PASS_MARK if passed else FAIL_MARK} {message}")
 
     # --- running learner code -------------------------------------------------------------
-    def call(self, what: str, fn: Callable, *args, known: Mapping[str, str] | None = None,
-             **kwargs) -> Any:
+    def call(self, what: str, fn: Callable, *args, known: Known | None = None, **kwargs) -> Any:
         """Call learner code; turn any exception into one finding and stop the check.
 
-        `known` maps a fragment of an error message to a diagnosis of the likely mistake
-        (for example "must match the size" -> "keepdim=True is missing").
+        `known` (tried before the check's own table) maps a fragment of an error message, or an
+        exception class, to a diagnosis of the likely mistake (for example
+        "must match the size" -> "keepdim=True is missing").
         """
         try:
             return fn(*args, **kwargs)
@@ -80,8 +92,9 @@ class Check:
         except StopCheck:
             raise
         except Exception as exc:  # a learner's bug, reported in one line
-            for fragment, diagnosis in (known or {}).items():
-                if fragment in str(exc):
+            # This call's own diagnoses first: they are more specific than the check's table.
+            for key, diagnosis in [*(known or {}).items(), *self.known.items()]:
+                if isinstance(key, type) and isinstance(exc, key) or isinstance(key, str) and key in str(exc):
                     self.stop(f"{what} raised {type(exc).__name__}: {diagnosis}")
             self.stop(f"{what} raised {type(exc).__name__}: {exc}")
 
@@ -103,9 +116,16 @@ class Check:
         return [message for ok, message in self.findings if not ok]
 
     def __enter__(self) -> Check:
+        if self.seed is not None:
+            self._rng_fork = torch.random.fork_rng(devices=[])
+            self._rng_fork.__enter__()
+            torch.manual_seed(self.seed)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        if self._rng_fork is not None:
+            self._rng_fork.__exit__(exc_type, exc, tb)  # the global generator is as it was before
+            self._rng_fork = None
         return exc_type is StopCheck  # swallow only our own early stop
 
     def __repr__(self) -> str:

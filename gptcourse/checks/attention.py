@@ -53,10 +53,6 @@ MASK_MISTAKES: dict[str, dict] = {
 }
 
 
-def _attempt(check: Check, what: str, fn, *args, known: dict[str, str] | None = None):
-    """Call learner code; a known error message fragment becomes a diagnosis."""
-    return check.call(what, fn, *args, known=known)
-
 def _tensor_of_shape(check: Check, value, shape: tuple, what: str, hint: str = "") -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         check.stop(f"{what} returned {type(value).__name__}: return a tensor")
@@ -75,11 +71,11 @@ def _nan_hint(out: torch.Tensor) -> str | None:
 # --- the causal mask -----------------------------------------------------------------------------
 def check_causal_weights(causal_weights_fn) -> Check:
     """Check causal_weights(scores) -> softmax over the last dim with the future masked out."""
-    with Check("causal_weights") as check, torch.random.fork_rng(devices=[]):
+    with Check("causal_weights", seed=0) as check:
         gen = torch.Generator().manual_seed(0)
         scores = torch.randn(6, 6, generator=gen) * 2
         original = scores.clone()
-        out = _attempt(check, "causal_weights(scores)", causal_weights_fn, scores)
+        out = check.call("causal_weights(scores)", causal_weights_fn, scores)
         out = _tensor_of_shape(check, out, (6, 6), "causal_weights(scores) for (6, 6) scores",
                                ": one weight per (query, key) pair")
         if not torch.equal(scores, original):
@@ -91,7 +87,7 @@ def check_causal_weights(causal_weights_fn) -> Check:
             mistakes = {msg: (lambda kw=kw: _weights(original, **kw)) for msg, kw in MASK_MISTAKES.items()}
             check.stop(diagnose(out, mistakes, default=_nan_hint(out) or _property_problem(out)))
         batch = torch.randn(2, 3, 5, 5, generator=gen)
-        out = _attempt(check, "causal_weights(scores) on a batch of shape (2, 3, 5, 5)",
+        out = check.call("causal_weights(scores) on a batch of shape (2, 3, 5, 5)",
                        causal_weights_fn, batch, known={"must match the size": (
                            "it works on one (T, T) matrix but not on a batch: take T from "
                            "scores.size(-1) and the softmax over dim=-1")})
@@ -103,7 +99,7 @@ def check_causal_weights(causal_weights_fn) -> Check:
         # Softmax ignores a shift of every score, so these must give the usual weights; a finite
         # fill value above the scores lets the future take over.
         low = torch.randn(4, 4, generator=gen) - 1000
-        out = _attempt(check, "causal_weights(scores near -1000)", causal_weights_fn, low)
+        out = check.call("causal_weights(scores near -1000)", causal_weights_fn, low)
         check.expect(isinstance(out, torch.Tensor) and close(out, _weights(low)),
                      "scores near -1000 stay masked too",
                      "with scores near -1000 the future gets weight: a finite fill value such as "
@@ -137,9 +133,8 @@ SCALE_MISTAKES = {
 
 def check_head(head_class) -> Check:
     """Check a learner's Head(d_in, head_size, context_length, dropout) against the formula."""
-    with Check("Head") as check, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        head = _attempt(check, f"Head({D_IN}, {HEAD_SIZE}, {CONTEXT}, dropout=0.0)",
+    with Check("Head", seed=0) as check:
+        head = check.call(f"Head({D_IN}, {HEAD_SIZE}, {CONTEXT}, dropout=0.0)",
                         head_class, D_IN, HEAD_SIZE, CONTEXT, 0.0)
         if not isinstance(head, nn.Module):
             check.stop(f"Head(...) made a {type(head).__name__}: write `class Head(nn.Module)` "
@@ -148,7 +143,7 @@ def check_head(head_class) -> Check:
         _check_mask_buffer(check, head)
         x = torch.randn(2, CONTEXT, D_IN, generator=torch.Generator().manual_seed(1)) * 2
         head.eval()
-        out = _attempt(check, "head(x)", head, x)
+        out = check.call("head(x)", head, x)
         looks_like_weights = isinstance(out, torch.Tensor) and out.shape == (2, CONTEXT, CONTEXT)
         out = _tensor_of_shape(check, out, (2, CONTEXT, HEAD_SIZE), "head(x)",
                                ": return weights @ v, not the weights" if looks_like_weights
@@ -166,12 +161,12 @@ def check_head(head_class) -> Check:
             check.stop(diagnose(out, mistakes, default=_leak(head, x) or _nan_hint(out) or
                                 "the output differs from softmax(masked q @ k^T / sqrt(head_size)) @ v"))
         check.ok("head(x) matches softmax(q k^T / sqrt(head_size), future masked) @ v")
-        short = _attempt(check, "head(x) with 5 tokens (fewer than context_length)", head, x[:, :5],
+        short = check.call("head(x) with 5 tokens (fewer than context_length)", head, x[:, :5],
                          known={"must match the size": "cut the mask to the input's length: "
                                 "self.mask[:T, :T] with T = x.size(1)"})
         check.expect(close(short, expected[:, :5]), "works on sequences shorter than context_length",
                      "with 5 tokens the output differs: cut the mask with self.mask[:T, :T]")
-        _check_dropout(check, head_class, x, out)
+        _check_head_dropout(check, head_class, x, out)
     return check
 
 
@@ -214,12 +209,12 @@ def _leak(head: nn.Module, x: torch.Tensor) -> str | None:
             "Mask every score above the diagonal") if leaks else None
 
 
-def _check_dropout(check: Check, head_class, x: torch.Tensor, no_dropout_out: torch.Tensor) -> None:
+def _check_head_dropout(check: Check, head_class, x: torch.Tensor, no_dropout_out: torch.Tensor) -> None:
     torch.manual_seed(0)  # the same initial weights as the head above
-    head = _attempt(check, f"Head({D_IN}, {HEAD_SIZE}, {CONTEXT}, dropout=0.5)",
+    head = check.call(f"Head({D_IN}, {HEAD_SIZE}, {CONTEXT}, dropout=0.5)",
                     head_class, D_IN, HEAD_SIZE, CONTEXT, 0.5)
     head.eval()
-    first = _attempt(check, "head(x) in eval mode", head, x)
+    first = check.call("head(x) in eval mode", head, x)
     again = head(x)
     if not (close(first, again) and close(first, no_dropout_out)):
         check.stop("dropout is active in eval mode: use self.dropout = nn.Dropout(dropout) (a module "
@@ -266,7 +261,7 @@ def check_split_merge(split_fn, merge_fn) -> Check:
         for B, T, nh, hd in [(2, 5, 3, 4), (1, 3, 2, 6)]:
             x = torch.arange(B * T * nh * hd, dtype=torch.float).view(B, T, nh * hd)
             what = f"split_heads(x of shape {(B, T, nh * hd)}, num_heads={nh})"
-            out = _attempt(check, what, split_fn, x, nh)
+            out = check.call(what, split_fn, x, nh)
             if not isinstance(out, torch.Tensor):
                 check.stop(f"{what} returned {type(out).__name__}: return a tensor")
             if not close(out, split_heads(x, nh)):
@@ -275,7 +270,7 @@ def check_split_merge(split_fn, merge_fn) -> Check:
                     f"{(B, nh, T, hd)} with head h holding features h*head_dim:(h+1)*head_dim")))
             check.ok(f"{what} has shape {(B, nh, T, hd)}, and head h holds its own slice of features")
         y = torch.arange(2 * 3 * 5 * 4, dtype=torch.float).view(2, 3, 5, 4)  # (B, nh, T, hd)
-        out = _attempt(check, "merge_heads(y of shape (2, 3, 5, 4))", merge_fn, y, known=NOT_CONTIGUOUS)
+        out = check.call("merge_heads(y of shape (2, 3, 5, 4))", merge_fn, y, known=NOT_CONTIGUOUS)
         if not (isinstance(out, torch.Tensor) and close(out, merge_heads(y))):
             mistakes = {"merged without moving heads back behind tokens: .transpose(1, 2) first, "
                         "then .contiguous().view(B, T, C)": y.reshape(2, 5, 12)}
@@ -287,7 +282,7 @@ def check_split_merge(split_fn, merge_fn) -> Check:
                 f"with the heads side by side for each token")))
         check.ok("merge_heads puts the heads side by side again: (2, 3, 5, 4) -> (2, 5, 12)")
         x = torch.randn(2, 5, 12)
-        back = _attempt(check, "merge_heads(split_heads(x, 3))", lambda: merge_fn(split_fn(x, 3)),
+        back = check.call("merge_heads(split_heads(x, 3))", lambda: merge_fn(split_fn(x, 3)),
                         known=NOT_CONTIGUOUS)
         check.expect(close(back, x), "merge_heads(split_heads(x)) gives x back",
                      "merge_heads(split_heads(x)) does not give x back: merge must undo split exactly")

@@ -11,10 +11,6 @@ from ..bigram import BigramLanguageModel, bigram_counts, bigram_nll, bigram_prob
 from . import Check, close, diagnose, shape_of
 
 
-def _attempt(check: Check, what: str, fn, *args, known: dict[str, str] | None = None, **kwargs):
-    """Call learner code like `check.call`, but turn known error messages into a diagnosis."""
-    return check.call(what, fn, *args, known=known, **kwargs)
-
 def _as_float(check: Check, value, what: str) -> float:
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
@@ -93,7 +89,7 @@ def check_counting_nll(counting_nll_fn) -> Check:
         ]
         for eval_ids, k, label in cases:
             args = (train_ids.clone(), eval_ids.clone(), vocab_size)
-            result = _attempt(check, f"counting_nll({label})", counting_nll_fn, *args, smoothing=k)
+            result = check.call(f"counting_nll({label})", counting_nll_fn, *args, smoothing=k)
             value = _as_float(check, result, "counting_nll")
             ref = _counting_reference(train_ids, eval_ids, vocab_size, k)
             if math.isclose(value, ref, rel_tol=1e-4, abs_tol=1e-5):
@@ -139,7 +135,7 @@ def check_bigram_model(model_class) -> Check:
         targets = torch.randint(V, (B, T), generator=gen)
         ref_logits, ref_loss = reference(idx, targets)
 
-        out = _attempt(check, "model(idx)", model, idx, known={
+        out = check.call("model(idx)", model, idx, known={
             "NoneType": "when targets is None, skip the loss and return (logits, None)"})
         if not isinstance(out, tuple) or len(out) != 2:
             check.stop(f"model(idx) returned {type(out).__name__}: forward must return a pair (logits, loss)")
@@ -148,7 +144,7 @@ def check_bigram_model(model_class) -> Check:
         check.expect(loss is None, "without targets, the loss is None",
                      f"without targets, loss should be None, got {type(loss).__name__}")
 
-        out = _attempt(check, "model(idx, targets)", model, idx, targets, known={
+        out = check.call("model(idx, targets)", model, idx, targets, known={
             "Expected target size": _NO_RESHAPE,
             "to match target batch_size": "the logits are (B*T, C) but the targets are still "
                                           "(B, T): reshape them too, targets.view(B*T)"})
@@ -234,7 +230,7 @@ def check_generate(generate_fn) -> Check:
 
         def run(max_new_tokens: int, seed: int):
             torch.manual_seed(1234)  # the same global state for the learner and the variants
-            return _attempt(check, f"generate(model, idx, max_new_tokens={max_new_tokens}, generator)",
+            return check.call(f"generate(model, idx, max_new_tokens={max_new_tokens}, generator)",
                             generate_fn, model, idx.clone(), max_new_tokens,
                             generator=torch.Generator().manual_seed(seed), known={
                                 "element < 0": "torch.multinomial needs probabilities, not logits: "

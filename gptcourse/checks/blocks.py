@@ -7,7 +7,7 @@ import torch
 from ..config import GPTConfig
 from ..layers import TransformerBlock
 from . import Check, close, diagnose, shape_of
-from .layers import _attempt, _name
+from .layers import LAYER_ERRORS, _name
 
 BLOCK_CFG = GPTConfig(vocab_size=10, context_length=6, emb_dim=16, n_heads=4, n_layers=1,
                       drop_rate=0.0)
@@ -62,7 +62,7 @@ BLOCK_MISTAKES = {
 
 
 def _make_block(check: Check, block_class, cfg: GPTConfig):
-    block = _attempt(check, f"{_name(block_class, 'TransformerBlock')}(cfg)", block_class, cfg)
+    block = check.call(f"{_name(block_class, 'TransformerBlock')}(cfg)", block_class, cfg)
     ref = TransformerBlock(cfg)
     check.copy_weights(block, ref, "the block's parameters are named differently from the reference: "
                        "keep self.att, self.ff, self.norm1, self.norm2 and self.drop_shortcut from __init__")
@@ -77,13 +77,13 @@ def _make_block(check: Check, block_class, cfg: GPTConfig):
 
 def check_transformer_block(block_class) -> Check:
     """Check a learner's TransformerBlock(cfg).forward: pre-LN, shortcuts, dropout on each branch."""
-    with Check("TransformerBlock") as check, torch.random.fork_rng(devices=[]):
+    with Check("TransformerBlock", seed=0, known=LAYER_ERRORS) as check:
         block, ref = _make_block(check, block_class, BLOCK_CFG)
         block.eval()
         ref.eval()
         x = torch.randn(2, 6, BLOCK_CFG.emb_dim, generator=torch.Generator().manual_seed(10)) * 2 + 1
         with torch.no_grad():
-            out = _attempt(check, "block(x)", block, x.clone())
+            out = check.call("block(x)", block, x.clone())
             if not isinstance(out, torch.Tensor) or out.shape != x.shape:
                 check.stop(f"the output should have the input's shape (B, T, C) = {tuple(x.shape)}, "
                            f"got {shape_of(out)}")
@@ -97,15 +97,15 @@ def check_transformer_block(block_class) -> Check:
                 check.stop(diagnose(out, mistakes, atol=1e-5, default=(
                     "the output differs from the reference: x = x + drop(att(norm1(x))), "
                     "then x = x + drop(ff(norm2(x)))")))
-            again = _attempt(check, "block(x) a second time", block, x.clone())
+            again = check.call("block(x) a second time", block, x.clone())
             check.expect(close(again, out, atol=0), "in eval mode the same input gives the same output",
                          "in eval mode two calls gave different outputs: is something random "
                          "left on outside dropout?")
-        _check_dropout(check, block_class)
+        _check_block_dropout(check, block_class)
     return check
 
 
-def _check_dropout(check: Check, block_class) -> None:
+def _check_block_dropout(check: Check, block_class) -> None:
     """In training mode, with the same seed, dropout must hit the same places as the reference."""
     cfg = BLOCK_CFG.replace(drop_rate=0.5)
     block, ref = _make_block(check, block_class, cfg)
@@ -114,7 +114,7 @@ def _check_dropout(check: Check, block_class) -> None:
     x = torch.randn(2, 6, cfg.emb_dim, generator=torch.Generator().manual_seed(11))
     with torch.no_grad():
         torch.manual_seed(12)
-        out = _attempt(check, "block(x) in training mode", block, x.clone())
+        out = check.call("block(x) in training mode", block, x.clone())
         torch.manual_seed(12)
         expected = ref(x)
         if close(out, expected, atol=1e-5):

@@ -6,10 +6,9 @@ import torch
 
 from ..data import SlidingWindowDataset
 from ..tokenizers import CharTokenizer
-from . import Check, shape_of
+from . import NOT_WRITTEN, Check, shape_of
 
 SAMPLE_TEXT = "hello world! 안녕하세요"
-NOT_WRITTEN = "not written yet. Replace `raise NotImplementedError` with your code."
 
 
 def check_char_tokenizer(tokenizer_class) -> Check:
@@ -70,17 +69,20 @@ def _check_unknown_character(check: Check, tok) -> None:
 
 OFF_THE_END = ("some windows run off the end of the data. "
                "Random starts must stay below len(data) - block_size")
+# A window cut short makes torch.stack fail; indexing past the end raises IndexError.
+BATCH_ERRORS = {IndexError: f"could not build the batch: {OFF_THE_END}",
+                "stack expects each tensor to be equal size": f"could not build the batch: {OFF_THE_END}"}
 
 
 def check_get_batch(get_batch_fn) -> Check:
     """Check get_batch(data, block_size, batch_size, generator=...) on data = 0, 1, 2, ..."""
-    # fork_rng: a learner's get_batch may draw from the global RNG; the notebook's seed
-    # should not depend on whether the check cell was run.
-    with Check("get_batch") as check, torch.random.fork_rng(devices=[]):
+    # seed: the check runs on a fork of the global RNG, which a learner's get_batch may draw
+    # from, so the notebook's seed does not depend on whether the check cell was run.
+    with Check("get_batch", seed=0, known=BATCH_ERRORS) as check:
         data = torch.arange(20)
         block_size, batch_size = 4, 3
         gen = torch.Generator().manual_seed(0)
-        out = _call(check, "get_batch(data, 4, 3)", get_batch_fn, data, block_size, batch_size, generator=gen)
+        out = check.call("get_batch(data, 4, 3)", get_batch_fn, data, block_size, batch_size, generator=gen)
         if not (isinstance(out, tuple) and len(out) == 2):
             check.stop(f"get_batch should return a pair (x, y), got {type(out).__name__}")
         x, y = out
@@ -108,28 +110,13 @@ def check_get_batch(get_batch_fn) -> Check:
     return check
 
 
-def _call(check: Check, what: str, get_batch_fn, *args, **kwargs):
-    """check.call, but a batch that cannot be built is diagnosed as windows running off the end."""
-    try:
-        return get_batch_fn(*args, **kwargs)
-    except NotImplementedError:
-        check.stop(f"{what}: {NOT_WRITTEN}")
-    except (RuntimeError, IndexError) as exc:
-        # torch.stack fails on a window cut short; indexing past the end raises IndexError.
-        if isinstance(exc, IndexError) or "stack expects each tensor to be equal size" in str(exc):
-            check.stop(f"{what} could not build the batch ({type(exc).__name__}): {OFF_THE_END}")
-        check.stop(f"{what} raised {type(exc).__name__}: {exc}")
-    except Exception as exc:
-        check.stop(f"{what} raised {type(exc).__name__}: {exc}")
-
-
 def _check_generator_used(check: Check, get_batch_fn) -> None:
     """Two generators seeded alike must give the same batch."""
     data = torch.arange(1000)
     torch.manual_seed(12345)  # the global RNG moves on between the calls if it is used
-    first = _call(check, "get_batch(..., generator=g)", get_batch_fn, data, 8, 4,
+    first = check.call("get_batch(..., generator=g)", get_batch_fn, data, 8, 4,
                   generator=torch.Generator().manual_seed(7))
-    second = _call(check, "get_batch(..., generator=g)", get_batch_fn, data, 8, 4,
+    second = check.call("get_batch(..., generator=g)", get_batch_fn, data, 8, 4,
                    generator=torch.Generator().manual_seed(7))
     check.expect(torch.equal(first[0], second[0]),
                  "the same seeded generator gives the same batch",
@@ -144,7 +131,7 @@ def _check_window_range(check: Check, get_batch_fn) -> None:
     gen = torch.Generator().manual_seed(1)
     starts = set()
     for _ in range(40):
-        x, y = _call(check, "get_batch on short data", get_batch_fn, data, block_size, 8, generator=gen)
+        x, y = check.call("get_batch on short data", get_batch_fn, data, block_size, 8, generator=gen)
         if tuple(x.shape) != (8, block_size) or tuple(y.shape) != (8, block_size) or y.max() > 9:
             check.stop(f"with short data, the batch has the wrong shape or values: {OFF_THE_END}")
         starts.update(x[:, 0].tolist())

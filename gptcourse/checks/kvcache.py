@@ -17,11 +17,8 @@ CFG = GPTConfig(vocab_size=61, context_length=12, emb_dim=16, n_heads=2, n_layer
                 drop_rate=0.0, qkv_bias=True)
 WRONG_DIM = ("torch.cat on the wrong dimension: keys and values are (B, n_heads, T, head_dim) and "
              "the cache grows along time, dim=2 (torch.cat([past_k, k], dim=2))")
+CACHE_ERRORS = {"Sizes of tensors must match except in dimension": WRONG_DIM}  # a failing torch.cat
 
-
-def _attempt(check: Check, what: str, fn, *args):
-    """Call learner code; a failing torch.cat is diagnosed as appending on the wrong dimension."""
-    return check.call(what, fn, *args, known={"Sizes of tensors must match except in dimension": WRONG_DIM})
 
 def _span(start: int, stop: int) -> str:
     return f"token {start}" if stop == start + 1 else f"tokens {start}..{stop - 1}"
@@ -65,7 +62,7 @@ ATTENTION_MISTAKES = {
 
 def check_attention_with_cache(attention_fn) -> Check:
     """Check attention_fn(att, x, past_k, past_v) -> (out, keys, values) against full attention."""
-    with Check("attention_with_cache") as check:
+    with Check("attention_with_cache", known=CACHE_ERRORS) as check:
         model = _sample_model()
         att = model.trf_blocks[0].att
         x = torch.randn(2, 8, CFG.emb_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -74,7 +71,7 @@ def check_attention_with_cache(attention_fn) -> Check:
             past_k = past_v = None
             for start, stop in [(0, 4), (4, 5), (5, 8)]:
                 what = f"attention_fn(att, x[:, {start}:{stop}], past_k, past_v)"
-                result = _attempt(check, what, attention_fn, att, x[:, start:stop], past_k, past_v)
+                result = check.call(what, attention_fn, att, x[:, start:stop], past_k, past_v)
                 if not (isinstance(result, tuple) and len(result) == 3):
                     check.stop(f"{what} should return a tuple (out, keys, values)")
                 out, k, v = result
@@ -133,7 +130,7 @@ STEPS = [(0, 5), (5, 6), (6, 9), (9, 10)]
 
 def check_forward_with_cache(forward_fn) -> Check:
     """Check forward_fn(model, idx_new, cache) -> logits against the uncached model."""
-    with Check("forward_with_cache") as check:
+    with Check("forward_with_cache", known=CACHE_ERRORS) as check:
         model = _sample_model()
         idx = torch.randint(0, CFG.vocab_size, (2, 10), generator=torch.Generator().manual_seed(2))
         with torch.no_grad():

@@ -13,15 +13,13 @@ from . import Check, close, diagnose, shape_of
 
 KEEPDIM = ("the shapes do not broadcast: did you forget keepdim=True in mean/var? "
            "Without it the (B, T) statistics cannot line up with the (B, T, C) input")
+# What learner layers commonly raise, and the likely mistake behind it (for Check(known=...)).
+LAYER_ERRORS = {
+    "must match the size of tensor": KEEPDIM,
+    "Dimension out of range": "use dim=-1 (the last dimension) rather than a fixed number, "
+                              "so that inputs of any shape work",
+}
 
-
-def _attempt(check: Check, what: str, fn, *args, **kwargs):
-    """Call learner code; a shape clash from a missing keepdim gets its own diagnosis."""
-    return check.call(what, fn, *args, known={
-        "must match the size of tensor": KEEPDIM,
-        "Dimension out of range": "use dim=-1 (the last dimension) rather than a fixed number, "
-                                  "so that inputs of any shape work",
-    }, **kwargs)
 
 def _name(obj, default: str) -> str:
     return getattr(obj, "__name__", default)
@@ -100,15 +98,15 @@ def _parameter_findings(check: Check, ln, emb_dim: int) -> bool:
 
 def check_layernorm(layer_norm_class) -> Check:
     """Check a learner's LayerNorm(emb_dim) class against the reference and common mistakes."""
-    with Check("LayerNorm") as check, torch.random.fork_rng(devices=[]):
+    with Check("LayerNorm", seed=0, known=LAYER_ERRORS) as check:
         name = _name(layer_norm_class, "LayerNorm")
         emb_dim = 8
-        ln = _attempt(check, f"{name}({emb_dim})", layer_norm_class, emb_dim)
+        ln = check.call(f"{name}({emb_dim})", layer_norm_class, emb_dim)
         usable = _parameter_findings(check, ln, emb_dim)
         x = _layernorm_input()
         ref = LayerNorm(emb_dim)
         with torch.no_grad():
-            out = _attempt(check, f"{name}({emb_dim})(x)", ln, x.clone())
+            out = check.call(f"{name}({emb_dim})(x)", ln, x.clone())
             if not isinstance(out, torch.Tensor) or out.shape != x.shape:
                 check.stop(f"the output should have the input's shape {tuple(x.shape)}, got {shape_of(out)}")
             if close(out, ref(x), atol=1e-4):
@@ -123,9 +121,9 @@ def check_layernorm(layer_norm_class) -> Check:
                     "dimension and divide by torch.sqrt(var + eps) with the biased variance")))
             if usable:
                 _check_scale_shift(check, ln, ref, x, emb_dim)
-            other = _attempt(check, f"{name}(16)", layer_norm_class, 16)
+            other = check.call(f"{name}(16)", layer_norm_class, 16)
             x16 = torch.randn(5, 16, generator=torch.Generator().manual_seed(5)) * 3 + 1
-            out16 = _attempt(check, f"{name}(16)(x) on a 2-D input", other, x16)
+            out16 = check.call(f"{name}(16)(x) on a 2-D input", other, x16)
             check.expect(close(out16, LayerNorm(16)(x16), atol=1e-4),
                          "works for any emb_dim and any number of leading dimensions",
                          "LayerNorm(16) on a (5, 16) input gives wrong values: avoid fixed sizes, "
@@ -140,7 +138,7 @@ def _check_scale_shift(check: Check, ln, ref: LayerNorm, x: torch.Tensor, emb_di
     for module in (ln, ref):
         module.scale.copy_(scale)
         module.shift.copy_(shift)
-    out = _attempt(check, "LayerNorm(x) with a trained scale and shift", ln, x.clone())
+    out = check.call("LayerNorm(x) with a trained scale and shift", ln, x.clone())
     if close(out, ref(x), atol=1e-4):
         check.ok("the output is scale * normalised + shift, and matches nn.LayerNorm "
                  "with the same parameters")
@@ -194,13 +192,13 @@ def _gelu_mistakes(x: torch.Tensor) -> dict:
 
 def check_gelu(gelu) -> Check:
     """Check a learner's GELU: an nn.Module class (or any function of a tensor)."""
-    with Check("GELU") as check, torch.random.fork_rng(devices=[]):
+    with Check("GELU", seed=0, known=LAYER_ERRORS) as check:
         fn = gelu
         if isinstance(gelu, type):
-            fn = _attempt(check, f"{_name(gelu, 'GELU')}()", gelu)
+            fn = check.call(f"{_name(gelu, 'GELU')}()", gelu)
         x = torch.linspace(-6, 6, 241)
         with torch.no_grad():
-            out = _attempt(check, "GELU(x)", fn, x.clone())
+            out = check.call("GELU(x)", fn, x.clone())
             if not isinstance(out, torch.Tensor) or out.shape != x.shape:
                 check.stop(f"GELU(x) should keep the input's shape {tuple(x.shape)}, got {shape_of(out)}")
             reference = nn.GELU(approximate="tanh")
@@ -211,12 +209,12 @@ def check_gelu(gelu) -> Check:
                     "the values differ from GELU's tanh approximation: "
                     "0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))")))
             grid = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(7)) * 3
-            out3 = _attempt(check, "GELU on a (2, 3, 4) tensor", fn, grid.clone())
+            out3 = check.call("GELU on a (2, 3, 4) tensor", fn, grid.clone())
             check.expect(isinstance(out3, torch.Tensor) and close(out3, reference(grid), atol=1e-5),
                          "works element by element on a tensor of any shape",
                          "on a (2, 3, 4) tensor the output is wrong: apply the formula element by "
                          "element and keep the shape")
-            check.expect(close(_attempt(check, "GELU(0)", fn, torch.zeros(1)), torch.zeros(1)),
+            check.expect(close(check.call("GELU(0)", fn, torch.zeros(1)), torch.zeros(1)),
                          "GELU(0) = 0", "GELU(0) should be 0")
     return check
 
@@ -227,9 +225,9 @@ FF_CFG = GPTConfig(vocab_size=10, context_length=8, emb_dim=12, n_heads=2, n_lay
 
 def check_feed_forward(feed_forward_class) -> Check:
     """Check FeedForward(cfg): Linear(C, 4C) -> GELU (tanh) -> Linear(4C, C) in `self.layers`."""
-    with Check("FeedForward") as check, torch.random.fork_rng(devices=[]):
+    with Check("FeedForward", seed=0, known=LAYER_ERRORS) as check:
         C = FF_CFG.emb_dim
-        ff = _attempt(check, f"{_name(feed_forward_class, 'FeedForward')}(cfg)", feed_forward_class, FF_CFG)
+        ff = check.call(f"{_name(feed_forward_class, 'FeedForward')}(cfg)", feed_forward_class, FF_CFG)
         layers = getattr(ff, "layers", None)
         if not isinstance(layers, nn.Sequential) or len(layers) != 3:
             check.stop("keep the three parts in self.layers = nn.Sequential(Linear, GELU, Linear), "
@@ -249,7 +247,7 @@ def check_feed_forward(feed_forward_class) -> Check:
                            "with biases for layers[0] and layers[2], and a GELU without parameters")
         x = torch.randn(2, 5, C, generator=torch.Generator().manual_seed(8)) * 2
         with torch.no_grad():
-            out = _attempt(check, "FeedForward(x)", ff, x)
+            out = check.call("FeedForward(x)", ff, x)
             if close(out, ref(x), atol=1e-5):
                 check.ok("with the same weights, the output matches the reference")
             else:

@@ -15,14 +15,11 @@ from . import Check
 
 DICT_CONFIG = ("a GPTConfig is a dataclass, not a dict: read its fields as attributes, "
                "cfg.emb_dim instead of cfg['emb_dim']")
+MODEL_ERRORS = {"subscriptable": DICT_CONFIG}  # for Check(known=...)
 
 # Small enough to build in a blink, different enough that each mistake changes the count.
 TINY = GPTConfig(vocab_size=97, context_length=16, emb_dim=24, n_heads=4, n_layers=3, drop_rate=0.0)
 
-
-def _attempt(check: Check, what: str, fn, *args):
-    """Call learner code like `check.call`, with a hint when a config is used like a dict."""
-    return check.call(what, fn, *args, known={"subscriptable": DICT_CONFIG})
 
 def _number(check: Check, value, what: str) -> float:
     if isinstance(value, torch.Tensor) and value.numel() == 1:
@@ -84,9 +81,9 @@ def check_param_count(count_fn) -> Check:
         (TINY.replace(qkv_bias=True), "a tiny config with qkv_bias=True"),
         (get_config("gpt2-xl"), "GPT-2 XL (tied)"),
     ]
-    with Check("count_gpt_params") as check:
+    with Check("count_gpt_params", known=MODEL_ERRORS) as check:
         for cfg, label in cases:
-            value = _number(check, _attempt(check, f"count_gpt_params({label})", count_fn, cfg),
+            value = _number(check, check.call(f"count_gpt_params({label})", count_fn, cfg),
                             "count_gpt_params")
             ref = _reference_count(cfg)
             if value == ref:
@@ -102,13 +99,13 @@ def check_param_count(count_fn) -> Check:
 # --- weight tying --------------------------------------------------------------------------------
 def check_tie_weights(tie_fn) -> Check:
     """Check tie_weights(model): the head must become the very same Parameter as the embedding."""
-    with Check("tie_weights") as check:
+    with Check("tie_weights", known=MODEL_ERRORS) as check:
         torch.manual_seed(0)
         model = GPTModel(TINY.replace(tie_weights=False))
         emb, head = model.tok_emb.weight, model.out_head.weight
         emb_values, head_values = emb.detach().clone(), head.detach().clone()
         n_before = count_parameters(model)
-        _attempt(check, "tie_weights(model)", tie_fn, model)
+        check.call("tie_weights(model)", tie_fn, model)
         new_emb, new_head = model.tok_emb.weight, model.out_head.weight
         if new_head.shape != new_emb.shape:
             check.stop(f"the head's weight has shape {tuple(new_head.shape)}, the embedding "
@@ -141,7 +138,7 @@ def check_tie_weights(tie_fn) -> Check:
 def _check_shared_after_step(check: Check, model: GPTModel) -> None:
     idx = torch.randint(TINY.vocab_size, (2, 8), generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    loss = _attempt(check, "a training step", lambda: model(idx).logsumexp(-1).mean())
+    loss = check.call("a training step", lambda: model(idx).logsumexp(-1).mean())
     loss.backward()
     optimizer.step()
     check.expect(torch.equal(model.out_head.weight, model.tok_emb.weight),
@@ -179,9 +176,9 @@ def _forward_mistakes(cfg: GPTConfig, T: int, ref: int) -> dict[str, float]:
 
 def check_forward_flops(flops_fn) -> Check:
     """Check forward_flops_per_token(cfg, seq_len) against 2·N + 4·L·T·d."""
-    with Check("forward_flops_per_token") as check:
+    with Check("forward_flops_per_token", known=MODEL_ERRORS) as check:
         for cfg, T, label in FLOP_CASES:
-            value = _number(check, _attempt(check, f"forward_flops_per_token({label})", flops_fn, cfg, T),
+            value = _number(check, check.call(f"forward_flops_per_token({label})", flops_fn, cfg, T),
                             "forward_flops_per_token")
             ref = forward_flops_per_token(cfg, T)
             if value == ref:
@@ -195,9 +192,9 @@ def check_forward_flops(flops_fn) -> Check:
 
 def check_training_flops(flops_fn) -> Check:
     """Check training_flops_per_token(cfg, seq_len) against 3 x forward = 6·N + 12·L·T·d."""
-    with Check("training_flops_per_token") as check:
+    with Check("training_flops_per_token", known=MODEL_ERRORS) as check:
         for cfg, T, label in FLOP_CASES:
-            value = _number(check, _attempt(check, f"training_flops_per_token({label})", flops_fn, cfg, T),
+            value = _number(check, check.call(f"training_flops_per_token({label})", flops_fn, cfg, T),
                             "training_flops_per_token")
             ref, forward = training_flops_per_token(cfg, T), forward_flops_per_token(cfg, T)
             if value == ref:
@@ -227,9 +224,9 @@ MFU_CASES = [(150_000.0, get_config("gpt2-small"), 1024, 312e12, "GPT-2 small, 1
 
 def check_mfu(mfu_fn) -> Check:
     """Check estimate_mfu(tokens_per_s, cfg, seq_len, peak_flops) -> a fraction in [0, 1]."""
-    with Check("estimate_mfu") as check:
+    with Check("estimate_mfu", known=MODEL_ERRORS) as check:
         for tokens_per_s, cfg, T, peak, label in MFU_CASES:
-            value = _number(check, _attempt(check, f"estimate_mfu({label})", mfu_fn, tokens_per_s, cfg, T, peak),
+            value = _number(check, check.call(f"estimate_mfu({label})", mfu_fn, tokens_per_s, cfg, T, peak),
                             "estimate_mfu")
             ref = tokens_per_s * training_flops_per_token(cfg, T) / peak
             if math.isclose(value, ref, rel_tol=1e-6):

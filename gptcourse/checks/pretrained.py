@@ -11,7 +11,6 @@ from ..layers import TransformerBlock
 from ..pretrained import expected_gpt2_shapes, gpt2_block_to_ours
 from . import Check, close, shape_of
 
-NOT_WRITTEN = "not written yet. Replace `raise NotImplementedError` with your code."
 CFG = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1,
                 drop_rate=0.0, qkv_bias=True)
 QKV = {"att.W_query": "query", "att.W_key": "key", "att.W_value": "value"}
