@@ -32,10 +32,15 @@ Chapter 6, training and sampling
 Chapter 7, beyond
     pretrained  OpenAI's GPT-2 weights loaded into GPTModel
     kvcache     generation with a KV cache, plain and with fused kernels
+Chapter 8, tokenizers from scratch
+    bpe         byte-level BPE: pair counts, merges, training, encode and decode
+    gpt2_bpe    GPT-2's own merges rebuilt from tiktoken's ranks, for the BPE tokenizer
 Used throughout
     validate    require_* validators: one rule and one wording for bad arguments
     checks      the exercises' checkers (check_*), one module per chapter
     exercises   turns solutions/ notebooks into exercises/ notebooks
+    progress    progress bars: live while running, the final state in stored notebooks
+    lab         `make lab`: the learner's own workspace copy, then JupyterLab
 """
 
 __version__ = "0.1.0"
