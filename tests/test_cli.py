@@ -1,6 +1,7 @@
 """Tests for the command line: train / resume / sample end to end in subprocesses, a run killed
 with SIGKILL and resumed, and the one-line errors a user sees."""
 
+import errno
 import os
 import re
 import shutil
@@ -13,8 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptcourse.checkpoint import load_checkpoint
-from gptcourse.cli import main
+from gptcourse import checkpoint as ckpt_module
+from gptcourse.checkpoint import load_checkpoint, save_checkpoint
+from gptcourse.cli import main, suggest_prompt
+from gptcourse.config import GPTConfig
+from gptcourse.model import GPTModel
+from gptcourse.tokenizers import gpt2_tokenizer
 from gptcourse.data import tiny_shakespeare_path
 from gptcourse.download import DownloadError
 
@@ -125,6 +130,15 @@ def test_resume_can_extend_a_finished_run(reference_run, tmp_path, capsys):
         (["sample", "--temperature", "-1"], True, "temperature must be a number >= 0"),
         (["sample", "--top-k", "0"], True, "top_k must be None or an int from 1 to"),
         (["sample", "--prompt", "Zebra @"], True, "not in the vocabulary"),
+        (["train", "--grad-clip", "nan"], False, "grad_clip must be a number >= 0, got nan"),
+        (["train", "--lr", "inf"], False, "lr must be a positive number, got inf"),
+        (["train", "--sample-tokens", "-5"], False, r"--sample-tokens must be an int >= 0, got -5 \(0: no sample\)"),
+        (["train", "--checkpoint-every", "0"], False, "--checkpoint-every must be a positive int, got 0"),
+        (["train", "--resume", "--corpus", "other.txt"], True,
+         "continues the saved run with its own data and settings; drop --corpus"),
+        (["train", "--resume", "--tokenizer", "gpt2"], True, "drop --tokenizer"),
+        (["train", "--resume", "--max-iters", "1"], True,
+         "--max-iters 1 is not more than the 20 steps this run has done: pass a larger --max-iters"),
     ],
 )
 def test_user_errors_are_one_line_messages(args, needs_run, message, reference_run, tmp_path, capsys):
@@ -137,6 +151,112 @@ def test_user_errors_are_one_line_messages(args, needs_run, message, reference_r
     assert err.startswith(f"gptcourse {args[0]}: error:")
     assert "Traceback" not in err
     assert re.search(message, err), err
+
+
+def test_context_longer_than_the_text_names_the_flag(corpus, tmp_path, capsys):
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), *TINY,
+                 "--context-length", "100000"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"--context-length 100000 needs windows of 100001 tokens, but the corpus leaves "
+                     r"only \d+ tokens for validation: use a smaller --context-length", err), err
+    assert "block_size" not in err
+    assert not (tmp_path / "run").exists()  # refused before the folder is made
+
+
+def test_sample_without_a_run_suggests_the_right_folder(tmp_path, capsys):
+    folder = tmp_path / "runs" / "tinyshakespeare-char"
+    assert main(["sample", "--checkpoint", str(folder)]) == 1
+    assert f"no checkpoint at {folder / 'ckpt.pt'}: train one first (python -m gptcourse train " \
+           f"--out {folder})" in capsys.readouterr().err
+
+
+def test_sample_of_a_gpt2_run_without_the_tokenizer_files_is_one_line(tmp_path, monkeypatch, capsys):
+    import tiktoken
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=50257, context_length=8, emb_dim=8, n_heads=2, n_layers=1))
+    save_checkpoint(tmp_path / "ckpt.pt", model, tokenizer=gpt2_tokenizer())
+
+    def no_network(blobpath):
+        raise ConnectionError("network blocked in this test")
+
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    assert main(["sample", "--checkpoint", str(tmp_path), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gptcourse sample: error: Could not load the GPT-2 tokenizer files")
+    assert "TIKTOKEN_CACHE_DIR" in err and "Traceback" not in err
+
+
+def test_a_run_suggests_a_prompt_from_its_own_text(corpus, tmp_path, capsys):
+    assert suggest_prompt("ROMEO:\nO, she doth teach the torches") == "ROMEO:"
+    assert suggest_prompt("\n\n대한민국 헌법 유구한 역사와") == "대한민국 헌법"
+    out = tmp_path / "run"
+    assert main(["train", "--corpus", str(corpus), "--out", str(out), *TINY, "--max-iters", "2"]) == 0
+    assert f"More text: gptcourse sample --checkpoint {out} --prompt 'First Citizen:'" in capsys.readouterr().out
+
+
+def test_resume_while_the_run_still_trains_is_refused(corpus, tmp_path, capsys):
+    out = tmp_path / "busy"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "gptcourse", "train", "--corpus", str(corpus),
+                             "--out", str(out), *TINY, "--step-delay", "0.2"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "ckpt.pt").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.01)
+        for args in (["--resume"], ["--force", "--corpus", str(corpus), *TINY]):
+            assert main(["train", "--out", str(out), *args]) == 1
+            err = capsys.readouterr().err
+            assert f"is in use by another run (process {proc.pid} holds {out / 'run.lock'})" in err, err
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+
+
+def test_a_full_disk_mid_run_says_what_happened_and_keeps_the_last_checkpoint(corpus, tmp_path,
+                                                                               monkeypatch, capsys):
+    out = tmp_path / "full"
+    real_save, calls = torch.save, []
+
+    def fill_up(obj, handle):
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint finds the disk full
+            handle.write(b"part of a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, handle)
+
+    monkeypatch.setattr(ckpt_module.torch, "save", fill_up)
+    assert main(["train", "--corpus", str(corpus), "--out", str(out), *TINY]) == 1
+    err = capsys.readouterr().err
+    ckpt = out / "ckpt.pt"
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (f"could not save {ckpt}: the disk is full (no space left on the device); the last good "
+            f"checkpoint {ckpt} is intact; after fixing it, continue with: gptcourse train --out {out} "
+            f"--resume") in err
+    assert load_checkpoint(out)["step"] == 5
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt"]  # no temp file, no lock left
+
+
+def test_resume_removes_temp_files_of_an_interrupted_save(reference_run, tmp_path, capsys):
+    out = tmp_path / "interrupted"
+    shutil.copytree(reference_run, out)
+    (out / "ckpt.ptq1w2e3.tmp").write_bytes(b"x" * 1000)
+    assert main(["train", "--out", str(out), "--resume", "--max-iters", "21", "--no-progress",
+                 "--sample-tokens", "0", "--device", "cpu"]) == 0
+    assert "Removed ckpt.ptq1w2e3.tmp, left by a save that was interrupted." in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt"]
+
+
+def test_out_naming_a_file_is_refused_before_training(corpus, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "notes.txt"), *TINY]) == 1
+    assert "notes.txt is a file, not a folder: choose a folder name" in capsys.readouterr().err
 
 
 def test_corrupt_checkpoint_is_reported(reference_run, tmp_path, capsys):
