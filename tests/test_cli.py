@@ -18,10 +18,10 @@ from gptcourse import checkpoint as ckpt_module
 from gptcourse.checkpoint import load_checkpoint, save_checkpoint
 from gptcourse.cli import main, suggest_prompt
 from gptcourse.config import GPTConfig
-from gptcourse.model import GPTModel
-from gptcourse.tokenizers import gpt2_tokenizer
 from gptcourse.data import tiny_shakespeare_path
 from gptcourse.download import DownloadError
+from gptcourse.model import GPTModel
+from gptcourse.tokenizers import gpt2_tokenizer
 
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 TINY = ["--n-layers", "1", "--emb-dim", "16", "--n-heads", "2", "--context-length", "16",
