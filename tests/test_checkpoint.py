@@ -223,3 +223,33 @@ def test_tokenizer_vocab_round_trip():
     assert tokenizer_from_vocab(tokenizer_to_vocab(tok)).chars == tok.chars
     with pytest.raises(TypeError, match="CharTokenizer or the gpt2 tokenizer"):
         tokenizer_to_vocab(object())
+
+
+def test_torch_zip_error_on_a_full_disk_is_explained(trained, monkeypatch):
+    """On a full disk torch raises a RuntimeError from its zip writer, not an OSError."""
+    from collections import namedtuple
+
+    model, tok, state, path = trained
+
+    def crash(obj, handle):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1234 vs 1200")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(ckpt_module.torch, "save", crash)
+    monkeypatch.setattr("shutil.disk_usage", lambda p: usage(10**9, 10**9, 0))
+    with pytest.raises(CheckpointError, match="could not save .*: the disk is full .*the last good "
+                                              "checkpoint .* is intact"):
+        save_checkpoint(path, model, state, settings=SETTINGS, tokenizer=tok)
+
+
+def test_permission_error_on_the_first_save_says_so(tmp_path, monkeypatch):
+    model = GPTModel(CFG)
+
+    def refuse(obj, handle):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", refuse)
+    with pytest.raises(CheckpointError, match="could not save .*: permission denied .*; no earlier "
+                                              "checkpoint was saved"):
+        save_checkpoint(tmp_path / "ckpt.pt", model)
+    assert list(tmp_path.iterdir()) == []
