@@ -74,19 +74,27 @@ def test_sample_in_a_subprocess_is_seeded(reference_run, capsys):
     assert capsys.readouterr().out == text  # same seed, same text, in another process too
 
 
+def start_slow_run(corpus: Path, out: Path, step_delay: float) -> subprocess.Popen:
+    """A training run in another process; --step-delay (a hidden test flag) makes each step slow."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "gptcourse", "train", "--corpus", str(corpus),
+                             "--out", str(out), *TINY, "--step-delay", str(step_delay)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, out: Path) -> None:
+    deadline = time.monotonic() + 90
+    while not (out / "ckpt.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+
+
 def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(corpus, reference_run, tmp_path):
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    # --step-delay (a hidden test flag) makes each step last 0.1 s, so the kill lands mid-run.
-    proc = subprocess.Popen([sys.executable, "-m", "gptcourse", "train", "--corpus", str(corpus),
-                             "--out", str(out), *TINY, "--step-delay", "0.1"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_slow_run(corpus, out, step_delay=0.1)  # so the kill lands mid-run
     try:
-        deadline = time.monotonic() + 90
-        while not (out / "ckpt.pt").exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.01)
+        wait_for_checkpoint(proc, out)
         proc.kill()  # SIGKILL: no clean-up code runs
         assert proc.wait(timeout=30) == -9
     finally:
@@ -199,16 +207,9 @@ def test_a_run_suggests_a_prompt_from_its_own_text(corpus, tmp_path, capsys):
 
 def test_resume_while_the_run_still_trains_is_refused(corpus, tmp_path, capsys):
     out = tmp_path / "busy"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "gptcourse", "train", "--corpus", str(corpus),
-                             "--out", str(out), *TINY, "--step-delay", "0.2"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_slow_run(corpus, out, step_delay=1.0)  # still training 15 s later
     try:
-        deadline = time.monotonic() + 90
-        while not (out / "ckpt.pt").exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.01)
+        wait_for_checkpoint(proc, out)
         for args in (["--resume"], ["--force", "--corpus", str(corpus), *TINY]):
             assert main(["train", "--out", str(out), *args]) == 1
             err = capsys.readouterr().err
