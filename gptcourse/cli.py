@@ -13,13 +13,15 @@ import torch
 
 from .checkpoint import (
     CheckpointError,
+    check_checkpoint_fits,
+    config_of,
     load_checkpoint,
     load_model_state,
     model_from_checkpoint,
     restore_state,
     save_checkpoint,
 )
-from .config import PRESETS, GPTConfig, get_config
+from .config import PRESETS, get_config
 from .data import (
     KOREAN_CONSTITUTION_PATH,
     KOREAN_CONSTITUTION_SHA256,
@@ -223,13 +225,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         tiktoken_cache_dir()
     if args.resume:
         ckpt = load_checkpoint(ckpt_path)
-        run_info = ckpt["extra"]
+        run_info = _resumable(ckpt, ckpt_path)
         changed = {**_given(args, RUN_FLAGS), **_given(args, MODEL_FLAGS), **_given(args, TRAIN_FLAGS)}
         if changed:
             raise ValueError(f"--resume continues the saved run with its own data and settings; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in changed)} "
                              f"(only --max-iters, --device and --checkpoint-every may change)")
-        cfg = GPTConfig(**ckpt["config"])
+        cfg = config_of(ckpt)
+        check_checkpoint_fits(ckpt, cfg)  # before GPTModel(cfg) allocates what the config claims
         settings = TrainSettings(**ckpt["settings"])
         done = int(ckpt.get("step", 0))
         if args.max_iters is not None and args.max_iters <= done:
@@ -322,6 +325,19 @@ def suggest_prompt(text: str) -> str:
         return "ROMEO:"
     first_line = next((line.strip() for line in text.splitlines() if line.strip()), text[:1])
     return " ".join(first_line.split()[:2])[:20] or first_line[:20]
+
+
+def _resumable(ckpt: dict, path: Path) -> dict:
+    """The run's corpus and tokenizer, or a CheckpointError if `gptcourse train` cannot resume it."""
+    if not isinstance(ckpt.get("settings"), dict) or "optimizer" not in ckpt:
+        raise CheckpointError(f"{path} holds only a model, not a training state: it can be sampled "
+                              f"from (gptcourse sample --checkpoint {path}), but not resumed")
+    run_info = ckpt.get("extra") or {}
+    if not {"corpus", "tokenizer"} <= run_info.keys():
+        raise CheckpointError(f"{path} was not saved by `gptcourse train`, so --resume does not know "
+                              f"its corpus: continue it from Python (restore_state), or start a new "
+                              f"run with --force")
+    return run_info
 
 
 def _tokenizer_and_text(corpus: str, kind: str, ckpt: dict | None = None, encoding: str = "utf-8"):

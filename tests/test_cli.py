@@ -22,6 +22,7 @@ from gptcourse.data import tiny_shakespeare_path
 from gptcourse.download import DownloadError
 from gptcourse.model import GPTModel
 from gptcourse.tokenizers import gpt2_tokenizer
+from gptcourse.train import TrainSettings, new_state
 
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 TINY = ["--n-layers", "1", "--emb-dim", "16", "--n-heads", "2", "--context-length", "16",
@@ -252,6 +253,35 @@ def test_resume_removes_temp_files_of_an_interrupted_save(reference_run, tmp_pat
                  "--sample-tokens", "0", "--device", "cpu"]) == 0
     assert "Removed ckpt.ptq1w2e3.tmp, left by a save that was interrupted." in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt"]
+
+
+@pytest.mark.parametrize("keep_state, extra, message", [
+    (False, {"corpus": "x", "tokenizer": "char"}, "holds only a model, not a training state: it can be "
+                                                  "sampled from .*but not resumed"),
+    (True, {}, r"was not saved by `gptcourse train`, so --resume does not know its corpus"),
+])
+def test_resume_of_a_checkpoint_it_cannot_continue_says_why(tmp_path, capsys, keep_state, extra, message):
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=8, context_length=8, emb_dim=8, n_heads=2, n_layers=1))
+    state = settings = None
+    if keep_state:
+        settings = TrainSettings(max_iters=4, warmup_iters=0)
+        state = new_state(model, settings)
+    save_checkpoint(tmp_path / "ckpt.pt", model, state, settings=settings, extra=extra)
+    assert main(["train", "--out", str(tmp_path), "--resume", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err, err
+
+
+def test_resume_checks_the_config_against_the_tensors_first(reference_run, tmp_path, capsys):
+    out = tmp_path / "edited"
+    shutil.copytree(reference_run, out)
+    ckpt = load_checkpoint(out)
+    ckpt["config"]["emb_dim"] = 65536  # a config that claims a huge model
+    del ckpt["sha256"]  # as an older file without a checksum would be
+    torch.save(ckpt, out / "ckpt.pt")
+    assert main(["train", "--out", str(out), "--resume", "--max-iters", "25", "--device", "cpu"]) == 1
+    assert "the checkpoint's config does not fit its own tensors" in capsys.readouterr().err
 
 
 def test_out_naming_a_file_is_refused_before_training(corpus, tmp_path, capsys):
