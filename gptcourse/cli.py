@@ -359,10 +359,8 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.tokens < 0:
-        raise ValueError(f"--tokens must be >= 0, got {args.tokens}")
+    require_int("--num-samples", args.num_samples, low=1)
+    require_int("--tokens", args.tokens, low=0)
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.get("tokenizer") == "gpt2":
         _gpt2()  # a one-line error without the tokenizer files, before the model is built

@@ -81,6 +81,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
     """Pick the next id from (B, V) logits: argmax at temperature 0 (or top_k=1), else sample."""
     _require_temperature(temperature)
     _require_top_k(top_k, logits.size(-1))
+    require_generator("generator", generator)
     if temperature == 0 or top_k == 1:
         return logits.argmax(dim=-1, keepdim=True)                          # (B, 1)
     if top_k is not None:

@@ -78,3 +78,9 @@ def test_numpy_integers_are_accepted_where_ints_are(model):
     assert GPTConfig(vocab_size=np.int64(65)).vocab_size == 65
     assert generate(model, PROMPT, np.int64(2)).shape == (1, 5)
     assert generate_cached(model, PROMPT, np.int64(2)).shape == (1, 5)
+
+
+def test_cached_generation_refuses_a_seed_in_place_of_a_generator(model):
+    with pytest.raises(TypeError, match=r"generator must be None or a torch.Generator, got 42; "
+                                        r"make one with torch.Generator\(\).manual_seed\(42\)"):
+        generate_cached(model, PROMPT, 2, temperature=1.0, generator=42)

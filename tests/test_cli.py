@@ -139,6 +139,8 @@ def test_resume_can_extend_a_finished_run(reference_run, tmp_path, capsys):
         (["sample", "--temperature", "-1"], True, "temperature must be a number >= 0"),
         (["sample", "--top-k", "0"], True, "top_k must be None or an int from 1 to"),
         (["sample", "--prompt", "Zebra @"], True, "not in the vocabulary"),
+        (["sample", "--tokens", "-1"], True, "--tokens must be an int >= 0, got -1"),
+        (["sample", "--num-samples", "0"], True, "--num-samples must be a positive int, got 0"),
         (["train", "--grad-clip", "nan"], False, "grad_clip must be a number >= 0, got nan"),
         (["train", "--lr", "inf"], False, "lr must be a positive number, got inf"),
         (["train", "--sample-tokens", "-5"], False, r"--sample-tokens must be an int >= 0, got -5 \(0: no sample\)"),
