@@ -3,12 +3,16 @@
 The file holds only tensors, numbers, strings, lists and dicts, so it loads with
 `torch.load(..., weights_only=True)`, which cannot run code hidden in a file from elsewhere.
 It is written to a temporary file first and renamed into place, so a crash mid-save never
-leaves a half-written checkpoint behind.
+leaves a half-written checkpoint behind. A sha256 of every tensor is stored with them and
+checked on loading, so a damaged copy is refused instead of giving a subtly broken model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import pickle
+import re
 import tempfile
 from pathlib import Path
 
@@ -16,9 +20,12 @@ import torch
 
 from .config import GPTConfig
 from .model import GPTModel
+from .run_folder import describe_os_error
 from .tokenizers import CharTokenizer, gpt2_tokenizer
 from .train import HISTORY_KEYS, TrainSettings, TrainState, new_history, new_state
 from .validate import require_instance
+
+CHECKSUM_KEY = "sha256"
 
 FORMAT = "gptcourse-checkpoint"
 VERSION = 1
@@ -48,6 +55,9 @@ def save_checkpoint(path: str | Path, model: GPTModel, state: TrainState | None 
     """Save the model (and, to resume training, its TrainState and settings) to `path`, atomically."""
     require_instance("model", model, GPTModel)
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"path {path} is a folder: pass the checkpoint file's path, "
+                         f"e.g. {path / 'ckpt.pt'}")
     payload: dict = {
         "format": FORMAT,
         "version": VERSION,
@@ -70,17 +80,59 @@ def save_checkpoint(path: str | Path, model: GPTModel, state: TrainState | None 
                 "eval": state.eval_gen.get_state(),
             },
         })
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    payload[CHECKSUM_KEY] = payload_checksum(payload)
+    tmp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())  # on disk before the rename makes it visible
+        os.chmod(tmp_name, 0o644)      # mkstemp makes it owner-only; a checkpoint is a normal file
         os.replace(tmp_name, path)     # atomic: readers see the old file or the new one
+    except (OSError, RuntimeError) as exc:
+        # torch reports a full disk as a RuntimeError from its zip writer: look at the space left.
+        reason = describe_os_error(exc) if isinstance(exc, OSError) else _guess_reason(path, exc)
+        kept = (f"the last good checkpoint {path} is intact" if path.is_file()
+                else "no earlier checkpoint was saved")
+        raise CheckpointError(f"could not save {path}: {reason}; {kept}") from exc
     finally:
-        Path(tmp_name).unlink(missing_ok=True)
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
     return path
+
+
+def _guess_reason(path: Path, exc: BaseException) -> str:
+    import shutil
+
+    try:
+        if shutil.disk_usage(path.parent).free < 1 << 20:
+            return "the disk is full (no space left on the device)"
+    except OSError:
+        pass
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+
+
+def payload_checksum(payload: dict) -> str:
+    """The sha256 of every tensor in a checkpoint (names, dtypes, shapes and bytes), in a fixed order."""
+    digest = hashlib.sha256()
+
+    def visit(name: str, value) -> None:
+        if isinstance(value, torch.Tensor):
+            flat = value.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
+            digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                if not (name == "" and key == CHECKSUM_KEY):
+                    visit(f"{name}/{key}", value[key])
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(f"{name}/{i}", item)
+
+    visit("", payload)
+    return digest.hexdigest()
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -88,11 +140,21 @@ def load_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / "ckpt.pt"
+    elif path.suffix != ".pt" and not path.exists():
+        path = path / "ckpt.pt"  # a run folder that does not exist (yet)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: train one first "
                               f"(python -m gptcourse train --out {path.parent})")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # Never repeat torch's advice to turn weights_only off: that would run the file's code.
+        blocked = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f"a reference to {blocked.group(1)}" if blocked else "Python objects other than tensors"
+        raise CheckpointError(
+            f"refused to load {path}: it holds {what}, which a gptcourse checkpoint never does, "
+            f"and loading it could run code. Nothing from it was run. The file is not a course "
+            f"checkpoint: use a checkpoint saved by gptcourse, or train again.") from None
     except Exception as exc:  # truncated zip, bad pickle, foreign objects: all mean the same here
         raise CheckpointError(
             f"corrupt checkpoint {path}: it could not be read ({type(exc).__name__}: "
@@ -105,19 +167,57 @@ def load_checkpoint(path: str | Path) -> dict:
     if ckpt.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {ckpt.get('version')}, "
                               f"this gptcourse reads version {VERSION}")
+    for key, kind in (("config", dict), ("model", dict)):
+        if not isinstance(ckpt.get(key), kind):
+            raise CheckpointError(f"incomplete checkpoint {path}: it has no {key!r} entry, so the "
+                                  f"model cannot be rebuilt; use a file written by save_checkpoint")
+    if CHECKSUM_KEY in ckpt and payload_checksum(ckpt) != ckpt[CHECKSUM_KEY]:
+        raise CheckpointError(f"corrupt checkpoint {path}: its tensors do not match the checksum "
+                              f"stored when it was saved (the copy is damaged); use another copy "
+                              f"or train again")
     return ckpt
 
 
 def config_of(ckpt: dict) -> GPTConfig:
-    return GPTConfig(**ckpt["config"])
+    """The GPTConfig a checkpoint was saved with (a CheckpointError if it has none or a bad one)."""
+    raw = ckpt.get("config") if isinstance(ckpt, dict) else None
+    if not isinstance(raw, dict):
+        raise CheckpointError("the checkpoint has no 'config' entry, so the model cannot be rebuilt: "
+                              "use a file written by save_checkpoint")
+    try:
+        return GPTConfig(**raw)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"the checkpoint's config is invalid ({exc}): the file is damaged "
+                              f"or was not written by this gptcourse") from None
+
+
+def check_checkpoint_fits(ckpt: dict, cfg: GPTConfig) -> None:
+    """Compare the stored tensors' shapes and the tokenizer with `cfg`, before any memory is used."""
+    with torch.device("meta"):  # shapes only: nothing is allocated, whatever the config claims
+        needed = {k: tuple(v.shape) for k, v in GPTModel(cfg).state_dict().items()}
+    stored = {k: tuple(getattr(v, "shape", ())) for k, v in ckpt["model"].items()}
+    wrong = [f"tensor {k!r} is {stored.get(k, 'missing')} but the config needs {shape}"
+             for k, shape in needed.items() if stored.get(k) != shape]
+    wrong += [f"tensor {k!r} has no place in the model" for k in sorted(stored.keys() - needed.keys())]
+    if wrong:
+        raise CheckpointError(f"the checkpoint's config does not fit its own tensors ({wrong[0]}"
+                              f"{f', and {len(wrong) - 1} more' if len(wrong) > 1 else ''}): the file "
+                              f"is damaged or was edited; use another copy or train again")
+    vocab = ckpt.get("tokenizer")
+    if isinstance(vocab, list) and len(vocab) != cfg.vocab_size:
+        raise CheckpointError(f"the checkpoint's tokenizer has {len(vocab)} characters but its model "
+                              f"has vocab_size={cfg.vocab_size}: the file is damaged or was pieced "
+                              f"together from two runs; save the model with its own tokenizer")
+    if vocab == "gpt2" and cfg.vocab_size < 50257:
+        raise CheckpointError(f"the checkpoint uses GPT-2's tokenizer (50257 tokens) but its model "
+                              f"has vocab_size={cfg.vocab_size}; save the model with its own tokenizer")
 
 
 def load_model_state(model: GPTModel, ckpt: dict) -> GPTModel:
     """Copy a checkpoint's weights into `model`, with a clear error if the shapes do not match."""
-    saved = ckpt["config"]
-    current = model.cfg.to_dict()
+    saved = ckpt.get("config") or {}
     differences = [f"{k}={saved.get(k)!r} in the checkpoint but {v!r} in the model"
-                   for k, v in current.items() if saved.get(k) != v]
+                   for k, v in model.cfg.to_dict().items() if saved.get(k) != v]
     state = ckpt["model"]
     own = model.state_dict()
     for name, tensor in own.items():
@@ -141,7 +241,9 @@ def load_model_state(model: GPTModel, ckpt: dict) -> GPTModel:
 
 def model_from_checkpoint(ckpt: dict, device: str | torch.device = "cpu") -> tuple[GPTModel, object]:
     """Build the saved model (in eval mode) and its tokenizer (None if none was saved)."""
-    model = load_model_state(GPTModel(config_of(ckpt)), ckpt).to(device).eval()
+    cfg = config_of(ckpt)
+    check_checkpoint_fits(ckpt, cfg)  # before GPTModel(cfg) allocates what the config claims
+    model = load_model_state(GPTModel(cfg), ckpt).to(device).eval()
     tokenizer = tokenizer_from_vocab(ckpt["tokenizer"]) if ckpt.get("tokenizer") is not None else None
     return model, tokenizer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -12,13 +13,15 @@ import torch
 
 from .checkpoint import (
     CheckpointError,
+    check_checkpoint_fits,
+    config_of,
     load_checkpoint,
     load_model_state,
     model_from_checkpoint,
     restore_state,
     save_checkpoint,
 )
-from .config import PRESETS, GPTConfig, get_config
+from .config import PRESETS, get_config
 from .data import (
     KOREAN_CONSTITUTION_PATH,
     KOREAN_CONSTITUTION_SHA256,
@@ -33,15 +36,18 @@ from .device import DEVICE_CHOICES, pick_device
 from .download import DownloadError, data_dir, sha256_of
 from .generate import generate_text
 from .model import GPTModel, count_parameters
-from .tokenizers import CharTokenizer, gpt2_tokenizer, tiktoken_cache_dir
+from .run_folder import RunFolderError, prepare_run_folder
+from .tokenizers import (
+    GPT2_FILES,
+    CharTokenizer,
+    TokenizerUnavailableError,
+    gpt2_tokenizer,
+    tiktoken_cache_dir,
+)
 from .train import TrainSettings, train
+from .validate import require_int
 
 DEFAULT_OUT = "runs/tinyshakespeare-char"
-# GPT-2's tokenizer files, as tiktoken names them in its cache (the sha1 of their URL).
-GPT2_FILES = [
-    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
-    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
-]
 
 MAIN_HELP = """\
 Train a small GPT and sample text from it, on a laptop CPU or a GPU.
@@ -66,7 +72,10 @@ examples:
   gptcourse train --device cuda --n-layers 6 --emb-dim 384 --n-heads 6 --context-length 256
 
 A checkpoint (weights, optimizer, step, history, random states) is written to OUT/ckpt.pt every
---checkpoint-every steps and at the end, so an interrupted run loses at most that many steps."""
+--checkpoint-every steps and at the end, so an interrupted run loses at most that many steps.
+OUT is checked (writable, room for a checkpoint) before the first step, and locked while the
+run trains (OUT/run.lock holds its process id): a second run into the same OUT, --resume
+included, is refused until the first one ends. A lock left by a killed run is taken over."""
 
 SAMPLE_EPILOG = f"""\
 examples:
@@ -102,15 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Train a GPT from scratch (or continue a run with --resume).",
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     what = tr.add_argument_group("what to train on")
-    what.add_argument("--corpus", default="tinyshakespeare", metavar="NAME_OR_FILE",
-                      help="'tinyshakespeare' or 'korean-constitution' (downloaded once), "
+    what.add_argument("--corpus", metavar="NAME_OR_FILE",
+                      help="'tinyshakespeare' (default) or 'korean-constitution' (downloaded once), "
                            "or the path of a text file")
-    what.add_argument("--encoding", default="utf-8",
+    what.add_argument("--encoding",
                       help="the text file's encoding (default utf-8; Korean Windows files: cp949)")
-    what.add_argument("--tokenizer", choices=["char", "gpt2"], default="char",
+    what.add_argument("--tokenizer", choices=["char", "gpt2"],
                       help="'char': one token per character; 'gpt2': GPT-2's BPE tokens (default: char)")
     model = tr.add_argument_group("model size (a preset, optionally changed)")
-    model.add_argument("--preset", default="cpu-small", choices=sorted(PRESETS),
+    model.add_argument("--preset", choices=sorted(PRESETS),
                        help="starting configuration (default: cpu-small, trains on a laptop CPU)")
     model.add_argument("--n-layers", type=int, metavar="N", help="transformer blocks")
     model.add_argument("--n-heads", type=int, metavar="N", help="attention heads per block")
@@ -125,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         how.add_argument("--" + name.replace("_", "-"), type=kind, metavar="N" if kind is int else "X",
                          help=f"{text} (default {getattr(defaults, name)})")
     run = tr.add_argument_group("where and how to run")
-    run.add_argument("--out", default=DEFAULT_OUT, metavar="FOLDER", help=f"folder for ckpt.pt (default {DEFAULT_OUT})")
+    run.add_argument("--out", default=DEFAULT_OUT, metavar="FOLDER",
+                     help=f"folder for ckpt.pt (default {DEFAULT_OUT}); locked while the run trains")
     run.add_argument("--resume", action="store_true",
                      help="continue the run saved in --out (same data, model and settings)")
     run.add_argument("--force", action="store_true", help="start afresh even if --out holds a run")
@@ -167,10 +177,14 @@ class UserError(Exception):
     """A problem the user can fix; printed as one line."""
 
 
+# Flags that choose the data and the model; a resumed run keeps the saved ones.
+RUN_FLAGS = {"corpus": "tinyshakespeare", "encoding": "utf-8", "tokenizer": "char", "preset": "cpu-small"}
+
+
 def _gpt2():
     try:
         return gpt2_tokenizer()
-    except RuntimeError as exc:  # offline without the cached files: the message says what to do
+    except TokenizerUnavailableError as exc:  # offline without the cached files: says what to do
         raise UserError(str(exc)) from exc
 
 
@@ -196,24 +210,37 @@ def _given(args: argparse.Namespace, flags: dict) -> dict:
     return {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    require_int("--sample-tokens", args.sample_tokens, low=0, hint=" (0: no sample)")
+    if args.checkpoint_every is not None:
+        require_int("--checkpoint-every", args.checkpoint_every, low=1)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ckpt_path = out / "ckpt.pt"
+    _check_flags(args)
     device = pick_device(args.device)
     if args.tokenizer == "gpt2":
         tiktoken_cache_dir()
     if args.resume:
         ckpt = load_checkpoint(ckpt_path)
-        run_info = ckpt["extra"]
-        changed = {**_given(args, MODEL_FLAGS), **_given(args, TRAIN_FLAGS)}
+        run_info = _resumable(ckpt, ckpt_path)
+        changed = {**_given(args, RUN_FLAGS), **_given(args, MODEL_FLAGS), **_given(args, TRAIN_FLAGS)}
         if changed:
-            raise ValueError(f"--resume continues the saved run with its own settings; drop "
+            raise ValueError(f"--resume continues the saved run with its own data and settings; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in changed)} "
                              f"(only --max-iters, --device and --checkpoint-every may change)")
-        cfg = GPTConfig(**ckpt["config"])
+        cfg = config_of(ckpt)
+        check_checkpoint_fits(ckpt, cfg)  # before GPTModel(cfg) allocates what the config claims
         settings = TrainSettings(**ckpt["settings"])
+        done = int(ckpt.get("step", 0))
+        if args.max_iters is not None and args.max_iters <= done:
+            raise ValueError(f"--max-iters {args.max_iters} is not more than the {done} steps this run "
+                             f"has done: pass a larger --max-iters to train further")
         if args.max_iters is not None and args.max_iters != settings.max_iters:
-            print(f"Extending the run from {settings.max_iters} to {args.max_iters} steps "
+            change = "Extending" if args.max_iters > settings.max_iters else "Shortening"
+            print(f"{change} the run from {settings.max_iters} to {args.max_iters} steps "
                   f"(the learning-rate schedule stretches to the new end).")
             settings = settings.replace(max_iters=args.max_iters)
         tokenizer, text = _tokenizer_and_text(run_info["corpus"], run_info["tokenizer"], ckpt,
@@ -222,6 +249,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if ckpt_path.exists() and not args.force:
             raise ValueError(f"{ckpt_path} already holds a run: add --resume to continue it, "
                              f"--force to start again from scratch, or choose another --out")
+        for name, default in RUN_FLAGS.items():
+            if getattr(args, name) is None:
+                setattr(args, name, default)
         tokenizer, text = _tokenizer_and_text(args.corpus, args.tokenizer, encoding=args.encoding)
         overrides = _given(args, MODEL_FLAGS)
         if "dropout" in overrides:
@@ -237,6 +267,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                     "encoding": args.encoding}
     ids = torch.tensor(_encode(tokenizer, text), dtype=torch.long)
     train_ids, val_ids = train_val_split(ids, 0.9)
+    window = settings.block_size or cfg.context_length
+    if len(val_ids) <= window:
+        raise ValueError(f"--context-length {window} needs windows of {window + 1} tokens, but the "
+                         f"corpus leaves only {len(val_ids)} tokens for validation: use a smaller "
+                         f"--context-length (at most {len(val_ids) - 1}) or a longer corpus")
     torch.manual_seed(settings.seed)  # the model's initial weights
     model = GPTModel(cfg)
     state = None
@@ -251,16 +286,26 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"device: {device}")
 
     def save(s) -> None:
-        save_checkpoint(ckpt_path, model, s, settings=settings, tokenizer=tokenizer, extra=run_info)
+        try:
+            save_checkpoint(ckpt_path, model, s, settings=settings, tokenizer=tokenizer, extra=run_info)
+        except CheckpointError as exc:
+            later = (f"; after fixing it, continue with: gptcourse train --out {shlex.quote(str(out))} "
+                     f"--resume" if ckpt_path.is_file() else "")
+            raise UserError(f"{exc}{later}") from exc
 
     def slow_down(_) -> None:
         time.sleep(args.step_delay)
 
     every = args.checkpoint_every if args.checkpoint_every is not None else settings.eval_interval
+    # Weights plus AdamW's two moments, each the size of the weights; the rest is small.
+    checkpoint_bytes = 3 * sum(p.numel() * p.element_size() for p in model.parameters()) + (1 << 20)
     started = time.perf_counter()
-    state = train(model, train_ids, val_ids, settings, state=state, device=device,
-                  checkpoint_every=every, on_checkpoint=save,
-                  on_step=slow_down if args.step_delay > 0 else None, progress=not args.no_progress)
+    with prepare_run_folder(out, checkpoint_bytes) as folder:
+        for tmp in folder.removed_temp_files:
+            print(f"Removed {tmp.name}, left by a save that was interrupted.")
+        state = train(model, train_ids, val_ids, settings, state=state, device=device,
+                      checkpoint_every=every, on_checkpoint=save,
+                      on_step=slow_down if args.step_delay > 0 else None, progress=not args.no_progress)
     seconds = time.perf_counter() - started
     h = state.history
     print(f"Step {state.step}: train loss {h['train'][-1]:.4f}, val loss {h['val'][-1]:.4f} "
@@ -269,8 +314,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         print("Sample (temperature 0.8):")
         print(generate_text(model, tokenizer, "\n", args.sample_tokens, temperature=0.8,
                             seed=settings.seed))
-    print(f"More text: gptcourse sample --checkpoint {out} --prompt \"ROMEO:\"")
+    print(f"More text: gptcourse sample --checkpoint {shlex.quote(str(out))} "
+          f"--prompt {shlex.quote(suggest_prompt(text))}")
     return 0
+
+
+def suggest_prompt(text: str) -> str:
+    """A prompt the run's tokenizer can encode: "ROMEO:" for Shakespeare, else the corpus's first words."""
+    if "ROMEO:" in text:
+        return "ROMEO:"
+    first_line = next((line.strip() for line in text.splitlines() if line.strip()), text[:1])
+    return " ".join(first_line.split()[:2])[:20] or first_line[:20]
+
+
+def _resumable(ckpt: dict, path: Path) -> dict:
+    """The run's corpus and tokenizer, or a CheckpointError if `gptcourse train` cannot resume it."""
+    if not isinstance(ckpt.get("settings"), dict) or "optimizer" not in ckpt:
+        raise CheckpointError(f"{path} holds only a model, not a training state: it can be sampled "
+                              f"from (gptcourse sample --checkpoint {path}), but not resumed")
+    run_info = ckpt.get("extra") or {}
+    if not {"corpus", "tokenizer"} <= run_info.keys():
+        raise CheckpointError(f"{path} was not saved by `gptcourse train`, so --resume does not know "
+                              f"its corpus: continue it from Python (restore_state), or start a new "
+                              f"run with --force")
+    return run_info
 
 
 def _tokenizer_and_text(corpus: str, kind: str, ckpt: dict | None = None, encoding: str = "utf-8"):
@@ -292,13 +359,11 @@ def _encode(tokenizer, text: str) -> list[int]:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    if args.num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
-    if args.tokens < 0:
-        raise ValueError(f"--tokens must be >= 0, got {args.tokens}")
+    require_int("--num-samples", args.num_samples, low=1)
+    require_int("--tokens", args.tokens, low=0)
     ckpt = load_checkpoint(args.checkpoint)
     if ckpt.get("tokenizer") == "gpt2":
-        tiktoken_cache_dir()
+        _gpt2()  # a one-line error without the tokenizer files, before the model is built
     model, tokenizer = model_from_checkpoint(ckpt, device=pick_device(args.device))
     if tokenizer is None:
         raise CheckpointError(f"{args.checkpoint} holds no tokenizer, so its ids cannot become text")
@@ -319,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except (UserError, ValueError, FileNotFoundError, CheckpointError, DownloadError) as exc:
+    except (UserError, ValueError, FileNotFoundError, CheckpointError, DownloadError,
+            RunFolderError, TokenizerUnavailableError) as exc:
         print(f"gptcourse {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

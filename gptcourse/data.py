@@ -8,7 +8,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .download import fetch
-from .validate import require_positive_int
+from .validate import (
+    ArgumentTypeError,
+    require_device,
+    require_flag,
+    require_generator,
+    require_positive_int,
+)
 
 TINY_SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -43,6 +49,9 @@ CORPORA = {"tinyshakespeare": tiny_shakespeare_path, "korean-constitution": kore
 def load_text(source: str | Path = "tinyshakespeare", encoding: str = "utf-8") -> str:
     """Load a corpus: "tinyshakespeare" (the default), "korean-constitution", or the path of a
     text file in `encoding` (UTF-8 unless given, e.g. encoding="cp949" for Korean Windows files)."""
+    if not isinstance(source, (str, Path)):
+        raise ArgumentTypeError(f"source must be {' or '.join(map(repr, CORPORA))} or the path of "
+                                f"a text file, got {source!r}")
     codec = _codec_name(encoding)
     if str(source) in CORPORA:
         path = CORPORA[str(source)]()
@@ -103,6 +112,9 @@ def _decodes(data: bytes, encoding: str) -> bool:
 
 def train_val_split(data, train_fraction: float = 0.9):
     """Split a sequence (ids or text) in two: the first part to train on, the rest to validate."""
+    if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
+        raise ArgumentTypeError(f"data must be a sequence to split (a tensor or list of ids, or a "
+                                f"string), got {type(data).__name__}")
     if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)):
         raise TypeError(f"train_fraction must be a number such as 0.9, got {train_fraction!r}")
     if not 0.0 < train_fraction < 1.0:
@@ -148,6 +160,8 @@ def get_batch(
     data = _as_id_tensor(data)
     block_size = require_positive_int("block_size", block_size)
     batch_size = require_positive_int("batch_size", batch_size)
+    device = require_device("device", device)
+    require_generator("generator", generator)
     if len(data) < block_size + 1:
         raise ValueError(
             f"data has {len(data)} tokens, too short for block_size={block_size}: a window needs "
@@ -200,5 +214,12 @@ def create_dataloader(
 ) -> DataLoader:
     """A DataLoader over a SlidingWindowDataset (seed `generator` for a repeatable shuffle)."""
     dataset = SlidingWindowDataset(token_ids, context_length, stride)
+    batch_size = require_positive_int("batch_size", batch_size)
+    require_flag("drop_last", drop_last)
+    require_generator("generator", generator)
+    if drop_last and batch_size > len(dataset):
+        raise ValueError(f"batch_size={batch_size} is larger than the {len(dataset)} window(s) of "
+                         f"this data, so drop_last=True would leave no batch at all: use "
+                         f"batch_size <= {len(dataset)}, a smaller stride, or more text")
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                       generator=generator)

@@ -6,7 +6,14 @@ import torch
 
 from .loss import logits_of
 from .tokenizers import text_to_token_ids, token_ids_to_text
-from .validate import require_int, require_number, require_optional_int, require_positive_int
+from .validate import (
+    require_generator,
+    require_int,
+    require_int_in_range,
+    require_number,
+    require_optional_int,
+    require_positive_int,
+)
 
 
 def _require_prompt(idx: torch.Tensor, max_new_tokens: int) -> None:
@@ -28,7 +35,12 @@ def _context_size(model: torch.nn.Module, context_size: int | None) -> int:
         if cfg is None:
             raise ValueError("context_size is needed for a model without a .cfg")
         return cfg.context_length
-    return require_positive_int("context_size", context_size)
+    limit = getattr(getattr(model, "cfg", None), "context_length", None)
+    if limit is None:
+        return require_positive_int("context_size", context_size)
+    # Checked before any token is generated: a larger window would fail inside the model later.
+    return require_int_in_range("context_size", context_size, 1, limit, "context_length",
+                                hint=" (None: the model's context_length)")
 
 
 @torch.no_grad()
@@ -69,6 +81,7 @@ def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | Non
     """Pick the next id from (B, V) logits: argmax at temperature 0 (or top_k=1), else sample."""
     _require_temperature(temperature)
     _require_top_k(top_k, logits.size(-1))
+    require_generator("generator", generator)
     if temperature == 0 or top_k == 1:
         return logits.argmax(dim=-1, keepdim=True)                          # (B, 1)
     if top_k is not None:
@@ -95,6 +108,7 @@ def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
     _require_temperature(temperature)
     vocab_size = getattr(getattr(model, "cfg", None), "vocab_size", None)
     _require_top_k(top_k, vocab_size)
+    require_generator("generator", generator)
     require_optional_int("eos_id", eos_id, 0, None if vocab_size is None else vocab_size - 1,
                          hint=" (a token id)")
     param = next(model.parameters(), None)
@@ -121,6 +135,7 @@ def generate_text(model: torch.nn.Module, tokenizer, prompt: str, max_new_tokens
                   temperature: float = 0.0, top_k: int | None = None, seed: int | None = None,
                   eos_id: int | None = None) -> str:
     """Text in, text out: encode `prompt`, generate, decode prompt + continuation."""
+    require_optional_int("seed", seed, low=0, hint=" (None: not seeded)")
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     idx = text_to_token_ids(prompt, tokenizer)
     out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k,

@@ -96,6 +96,15 @@ def gpt2_state_dict_to_ours(state_dict: Mapping[str, torch.Tensor], cfg: GPTConf
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"tensor {name!r} is a {type(value).__name__}, not a torch.Tensor")
     validate_gpt2_shapes({name: tuple(t.shape) for name, t in sd.items()}, cfg)
+    for name, value in sd.items():
+        if _MASK_BUFFER.fullmatch(name):
+            continue
+        if not value.is_floating_point():
+            raise TypeError(f"tensor {name!r} has dtype {value.dtype}, but GPT-2's weights are "
+                            f"floating point: this is not a GPT-2 checkpoint (or it was converted wrongly)")
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"tensor {name!r} holds NaN or infinite values: the checkpoint is "
+                             f"damaged; download it again")
     ours = {"tok_emb.weight": sd["wte.weight"], "pos_emb.weight": sd["wpe.weight"],
             "final_norm.scale": sd["ln_f.weight"], "final_norm.shift": sd["ln_f.bias"]}
     for i in range(cfg.n_layers):
@@ -212,6 +221,10 @@ def how_to_get(size: str = "124M") -> str:
             f"(gptcourse.download.data_dir(); set ${DATA_DIR_ENV} to choose it).")
 
 
+_REFETCH = ("delete it and download it again (for OpenAI's weights: python -m gptcourse.pretrained "
+            "SIZE, e.g. 124M)")
+
+
 def read_safetensors_header(path: str | Path) -> dict[str, dict]:
     """The header of a .safetensors file: {name: {"dtype", "shape", "data_offsets"}}, checked."""
     path = Path(path)
@@ -220,16 +233,25 @@ def read_safetensors_header(path: str | Path) -> dict[str, dict]:
         header_len = int.from_bytes(size_bytes, "little") if len(size_bytes) == 8 else -1
         n_bytes = path.stat().st_size
         if header_len <= 0 or 8 + header_len > n_bytes:
-            raise ValueError(f"{path.name} is not a safetensors file, or it is cut short")
+            raise ValueError(f"{path} is not a safetensors file, or it is cut short: {_REFETCH}")
         try:
             header = json.loads(handle.read(header_len))
         except ValueError as exc:
-            raise ValueError(f"{path.name} has a broken safetensors header: {exc}") from None
+            raise ValueError(f"{path} has a broken safetensors header ({exc}): {_REFETCH}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} has a broken safetensors header (a JSON {type(header).__name__}, "
+                         f"not an object of tensors): {_REFETCH}")
     header.pop("__metadata__", None)
+    for name, info in header.items():
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
+                and isinstance(info.get("shape"), list)):
+            raise ValueError(f"{path} has a broken safetensors header (tensor {name!r} has no valid "
+                             f"'shape' and 'data_offsets'): {_REFETCH}")
     end = max((info["data_offsets"][1] for info in header.values()), default=0)
     if 8 + header_len + end != n_bytes:
-        raise ValueError(f"{path.name} has {n_bytes:,} bytes but its header describes "
-                         f"{8 + header_len + end:,}: the file is incomplete (download it again)")
+        raise ValueError(f"{path} has {n_bytes:,} bytes but its header describes "
+                         f"{8 + header_len + end:,}: the file is incomplete; {_REFETCH}")
     return header
 
 
@@ -284,7 +306,14 @@ def load_pretrained_gpt2(size: str = "124M", download_ok: bool = False) -> GPTMo
         if not download_ok:
             raise FileNotFoundError(f"{how_to_get(size)}\n(Looked for {gpt2_path(size)}.)")
         download_gpt2(size)
-    return load_gpt2_file(gpt2_path(size), gpt2_config(size))
+    path = gpt2_path(size)
+    try:
+        return load_gpt2_file(path, gpt2_config(size))
+    except (ValueError, TypeError) as exc:
+        if str(path) in str(exc):
+            raise
+        raise type(exc)(f"the cached GPT-2 {size} weights {path} are damaged ({exc}): delete the "
+                        f"file and run python -m gptcourse.pretrained {size}") from None
 
 
 if __name__ == "__main__":

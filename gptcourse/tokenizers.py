@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from numbers import Integral
@@ -10,9 +11,21 @@ from pathlib import Path
 import torch
 
 from .download import data_dir
-from .validate import require_instance
+from .validate import ArgumentTypeError, require_instance
 
 END_OF_TEXT = "<|endoftext|>"
+# GPT-2's tokenizer files and their sha256 (as tiktoken checks them); the cache names each file
+# by the sha1 of its URL.
+GPT2_FILES = {
+    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe":
+        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json":
+        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+}
+
+
+class TokenizerUnavailableError(RuntimeError):
+    """GPT-2's tokenizer files are missing or corrupt and cannot be downloaded."""
 
 
 class CharTokenizer:
@@ -69,6 +82,9 @@ class CharTokenizer:
 
     def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
         """Turn a list (or 1-D tensor) of ids back into a string."""
+        if ids is None or isinstance(ids, (str, bytes)):
+            raise ArgumentTypeError(f"ids must be a list or 1-D tensor of token ids, got {ids!r}; "
+                                    f"encode text with tokenizer.encode(text)")
         if isinstance(ids, torch.Tensor):
             if ids.dim() != 1:
                 raise ValueError(f"ids must be 1-D to decode, got shape {tuple(ids.shape)}")
@@ -101,12 +117,22 @@ def gpt2_tokenizer():
     """GPT-2's BPE tokenizer (tiktoken "gpt2"), with a clear message when it cannot be loaded."""
     import tiktoken
 
-    tiktoken_cache_dir()
+    cache_dir = tiktoken_cache_dir()
+    # tiktoken silently deletes a cached file whose sha256 is wrong: note which ones it will delete.
+    corrupt = corrupt_gpt2_files(cache_dir)
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as exc:  # tiktoken raises several error types when offline
         cache = os.environ.get("TIKTOKEN_CACHE_DIR", "(not set)")
-        raise RuntimeError(
+        if corrupt:
+            names = ", ".join(str(path) for path in corrupt)
+            raise TokenizerUnavailableError(
+                f"GPT-2's tokenizer file {names} was corrupt (its sha256 did not match) and has been "
+                f"removed. Online, it downloads again on the next use; offline, copy the file back "
+                f"from a machine that has run `python -m gptcourse data` (its TIKTOKEN_CACHE_DIR). "
+                f"The download failed with {type(exc).__name__}: {exc}"
+            ) from exc
+        raise TokenizerUnavailableError(
             "Could not load the GPT-2 tokenizer files. tiktoken downloads them once and caches "
             f"them in $TIKTOKEN_CACHE_DIR (now {cache}). On a machine without internet, set "
             "TIKTOKEN_CACHE_DIR to a folder that already holds them (copy it from a machine "
@@ -115,9 +141,30 @@ def gpt2_tokenizer():
         ) from exc
 
 
+def corrupt_gpt2_files(cache_dir: Path) -> list[Path]:
+    """The cached GPT-2 tokenizer files whose sha256 is wrong (a flipped byte, a cut-short copy)."""
+    corrupt = []
+    for url, sha256 in GPT2_FILES.items():
+        path = Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
+        if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+            corrupt.append(path)
+    return corrupt
+
+
+def _require_tokenizer(tokenizer) -> None:
+    if not (hasattr(tokenizer, "encode") and hasattr(tokenizer, "decode")):
+        raise ArgumentTypeError(f"tokenizer must be a CharTokenizer or GPT-2's tokenizer "
+                                f"(gpt2_tokenizer()), got {type(tokenizer).__name__}")
+
+
+def _vocab_size_of(tokenizer) -> int | None:
+    return getattr(tokenizer, "vocab_size", None) or getattr(tokenizer, "n_vocab", None)
+
+
 def text_to_token_ids(text: str, tokenizer) -> torch.Tensor:
     """Encode text with either tokenizer and add a batch dimension: shape (1, T)."""
     require_instance("text", text, str)
+    _require_tokenizer(tokenizer)
     if not text:
         raise ValueError("text is empty: give at least one character to encode")
     if isinstance(tokenizer, CharTokenizer):
@@ -129,11 +176,22 @@ def text_to_token_ids(text: str, tokenizer) -> torch.Tensor:
 
 def token_ids_to_text(ids: torch.Tensor, tokenizer) -> str:
     """Decode a (1, T) or (T,) tensor of ids with either tokenizer."""
+    _require_tokenizer(tokenizer)
+    if ids is None or isinstance(ids, (str, bytes)):
+        raise ArgumentTypeError(f"ids must be a tensor of token ids, got {ids!r}")
     ids = torch.as_tensor(ids)
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ArgumentTypeError(f"ids must hold integer token ids, got dtype {ids.dtype}; "
+                                f"convert with ids.long() if the values are whole numbers")
     if ids.dim() == 2:
         if ids.size(0) != 1:
             raise ValueError(f"ids holds a batch of {ids.size(0)} sequences; decode them one by one")
         ids = ids[0]
     if ids.dim() != 1:
         raise ValueError(f"ids must have shape (1, T) or (T,), got {tuple(ids.shape)}")
+    size = _vocab_size_of(tokenizer)
+    if ids.numel() and size is not None and (ids.min() < 0 or ids.max() >= size):
+        bad = ids[(ids < 0) | (ids >= size)][:5].tolist()
+        raise ValueError(f"ids must be token ids in 0..{size - 1} (the tokenizer's vocabulary), got "
+                         f"{bad}: were they made by a model with a larger vocab_size?")
     return tokenizer.decode(ids.tolist())

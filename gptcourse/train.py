@@ -189,6 +189,10 @@ def train(
         raise ValueError("settings.block_size is needed for a model without a .cfg "
                          "(TrainSettings(block_size=...))")
     block_size = settings.block_size or cfg.context_length
+    if cfg is not None and block_size > cfg.context_length:
+        raise ValueError(f"settings.block_size={block_size} is larger than the model's context_length="
+                         f"{cfg.context_length}: use block_size <= {cfg.context_length} "
+                         f"(None: the model's context_length)")
     device = torch.device(device)
     model.to(device)
     state = state or new_state(model, settings)

@@ -118,6 +118,29 @@ def require_flag(name: str, value) -> bool:
     return value
 
 
+def require_device(name: str, value):
+    """A torch.device, or a name such as "cpu", "cuda", "cuda:1" or "mps", as a torch.device."""
+    import torch
+
+    try:
+        return torch.device(value)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be a device such as 'cpu', 'cuda', 'cuda:0' or 'mps', "
+                         f"got {value!r}") from None
+
+
+def require_generator(name: str, value):
+    """None or a torch.Generator (to seed one: torch.Generator().manual_seed(42))."""
+    import torch
+
+    if value is not None and not isinstance(value, torch.Generator):
+        raise ArgumentTypeError(f"{name} must be None or a torch.Generator, got {value!r}; "
+                                f"make one with torch.Generator().manual_seed({value!r})"
+                                if _is_int(value) else
+                                f"{name} must be None or a torch.Generator, got {value!r}")
+    return value
+
+
 def require_instance(name: str, value, cls: type, hint: str = ""):
     """An instance of `cls` (for objects such as a GPTConfig or a TrainSettings)."""
     if not isinstance(value, cls):

@@ -1,5 +1,8 @@
 """Tests for checkpoints: round trip, safe loading, atomic writes, and clear errors."""
 
+import errno
+import stat
+
 import pytest
 import torch
 
@@ -9,6 +12,7 @@ from gptcourse.checkpoint import (
     load_checkpoint,
     load_model,
     load_model_state,
+    model_from_checkpoint,
     restore_state,
     save_checkpoint,
     tokenizer_from_vocab,
@@ -123,8 +127,67 @@ def test_other_pytorch_files_are_rejected(tmp_path):
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": "gptcourse-checkpoint", "settings": SETTINGS}, path)  # a class instance
-    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+    with pytest.raises(CheckpointError, match="refused to load .*gptcourse.train.TrainSettings.*"
+                                              "Nothing from it was run.*not a course checkpoint") as info:
         load_checkpoint(path)
+    assert "weights_only" not in str(info.value)  # never advise switching the protection off
+
+
+def test_flipped_byte_in_the_tensor_data_is_refused(trained):
+    model, *_, path = trained
+    data = bytearray(path.read_bytes())
+    weights = model.tok_emb.weight.detach().numpy().tobytes()
+    at = bytes(data).find(weights[:64])
+    assert at > 0  # the tensor's bytes are stored as they are
+    data[at + 10] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt checkpoint .*do not match the checksum"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_without_config_is_refused(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    torch.save({"format": "gptcourse-checkpoint", "version": 1, "model": {}}, path)
+    with pytest.raises(CheckpointError, match="incomplete checkpoint .*no 'config' entry"):
+        load_checkpoint(path)
+
+
+def test_config_is_checked_against_the_tensors_before_building(trained, monkeypatch):
+    *_, path = trained
+    ckpt = load_checkpoint(path)
+    ckpt["config"] = {**ckpt["config"], "emb_dim": 65536, "n_heads": 2, "n_layers": 48}  # ~40 GB
+    built = []
+
+    def spy(cfg):
+        model = GPTModel(cfg)
+        built.append(next(model.parameters()).device.type)
+        return model
+
+    monkeypatch.setattr(ckpt_module, "GPTModel", spy)
+    with pytest.raises(CheckpointError, match=r"config does not fit its own tensors \(tensor "
+                                              r"'tok_emb.weight' is \(6, 16\) but the config needs "
+                                              r"\(6, 65536\).*damaged"):
+        model_from_checkpoint(ckpt)
+    assert built == ["meta"]  # shapes only: no memory was allocated for the claimed model
+
+
+def test_tokenizer_that_does_not_fit_vocab_size_is_refused(trained):
+    *_, path = trained
+    ckpt = load_checkpoint(path)
+    ckpt["tokenizer"] = list("abcdefg")
+    with pytest.raises(CheckpointError, match="tokenizer has 7 characters but its model has vocab_size=6"):
+        model_from_checkpoint(ckpt)
+
+
+def test_saving_to_a_folder_names_the_file_to_use(trained, tmp_path):
+    model, *_ = trained
+    with pytest.raises(ValueError, match=f"path {tmp_path} is a folder: .*{tmp_path / 'ckpt.pt'}"):
+        save_checkpoint(tmp_path, model)
+
+
+def test_checkpoint_is_readable_by_everyone_like_other_files(trained):
+    *_, path = trained
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_mismatched_config_names_the_tensor_and_the_fix(trained):
@@ -145,10 +208,11 @@ def test_failed_save_leaves_the_old_checkpoint_intact(trained, monkeypatch):
 
     def crash(obj, handle):
         handle.write(b"half a file")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ckpt_module.torch, "save", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=f"could not save {path}: the disk is full.*"
+                                              f"the last good checkpoint {path} is intact"):
         save_checkpoint(path, model, state, settings=SETTINGS, tokenizer=tok)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]  # no temp file left behind
@@ -159,3 +223,33 @@ def test_tokenizer_vocab_round_trip():
     assert tokenizer_from_vocab(tokenizer_to_vocab(tok)).chars == tok.chars
     with pytest.raises(TypeError, match="CharTokenizer or the gpt2 tokenizer"):
         tokenizer_to_vocab(object())
+
+
+def test_torch_zip_error_on_a_full_disk_is_explained(trained, monkeypatch):
+    """On a full disk torch raises a RuntimeError from its zip writer, not an OSError."""
+    from collections import namedtuple
+
+    model, tok, state, path = trained
+
+    def crash(obj, handle):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1234 vs 1200")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(ckpt_module.torch, "save", crash)
+    monkeypatch.setattr("shutil.disk_usage", lambda p: usage(10**9, 10**9, 0))
+    with pytest.raises(CheckpointError, match="could not save .*: the disk is full .*the last good "
+                                              "checkpoint .* is intact"):
+        save_checkpoint(path, model, state, settings=SETTINGS, tokenizer=tok)
+
+
+def test_permission_error_on_the_first_save_says_so(tmp_path, monkeypatch):
+    model = GPTModel(CFG)
+
+    def refuse(obj, handle):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(ckpt_module.torch, "save", refuse)
+    with pytest.raises(CheckpointError, match="could not save .*: permission denied .*; no earlier "
+                                              "checkpoint was saved"):
+        save_checkpoint(tmp_path / "ckpt.pt", model)
+    assert list(tmp_path.iterdir()) == []

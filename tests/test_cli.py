@@ -1,6 +1,7 @@
 """Tests for the command line: train / resume / sample end to end in subprocesses, a run killed
 with SIGKILL and resumed, and the one-line errors a user sees."""
 
+import errno
 import os
 import re
 import shutil
@@ -13,10 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from gptcourse.checkpoint import load_checkpoint
-from gptcourse.cli import main
+from gptcourse import checkpoint as ckpt_module
+from gptcourse.checkpoint import load_checkpoint, save_checkpoint
+from gptcourse.cli import main, suggest_prompt
+from gptcourse.config import GPTConfig
 from gptcourse.data import tiny_shakespeare_path
 from gptcourse.download import DownloadError
+from gptcourse.model import GPTModel
+from gptcourse.tokenizers import gpt2_tokenizer
+from gptcourse.train import TrainSettings, new_state
 
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 TINY = ["--n-layers", "1", "--emb-dim", "16", "--n-heads", "2", "--context-length", "16",
@@ -69,19 +75,27 @@ def test_sample_in_a_subprocess_is_seeded(reference_run, capsys):
     assert capsys.readouterr().out == text  # same seed, same text, in another process too
 
 
+def start_slow_run(corpus: Path, out: Path, step_delay: float) -> subprocess.Popen:
+    """A training run in another process; --step-delay (a hidden test flag) makes each step slow."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "gptcourse", "train", "--corpus", str(corpus),
+                             "--out", str(out), *TINY, "--step-delay", str(step_delay)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_for_checkpoint(proc: subprocess.Popen, out: Path) -> None:
+    deadline = time.monotonic() + 90
+    while not (out / "ckpt.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+
+
 def test_sigkill_mid_training_then_resume_matches_an_uninterrupted_run(corpus, reference_run, tmp_path):
     out = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    # --step-delay (a hidden test flag) makes each step last 0.1 s, so the kill lands mid-run.
-    proc = subprocess.Popen([sys.executable, "-m", "gptcourse", "train", "--corpus", str(corpus),
-                             "--out", str(out), *TINY, "--step-delay", "0.1"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = start_slow_run(corpus, out, step_delay=0.1)  # so the kill lands mid-run
     try:
-        deadline = time.monotonic() + 90
-        while not (out / "ckpt.pt").exists():
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.01)
+        wait_for_checkpoint(proc, out)
         proc.kill()  # SIGKILL: no clean-up code runs
         assert proc.wait(timeout=30) == -9
     finally:
@@ -125,6 +139,17 @@ def test_resume_can_extend_a_finished_run(reference_run, tmp_path, capsys):
         (["sample", "--temperature", "-1"], True, "temperature must be a number >= 0"),
         (["sample", "--top-k", "0"], True, "top_k must be None or an int from 1 to"),
         (["sample", "--prompt", "Zebra @"], True, "not in the vocabulary"),
+        (["sample", "--tokens", "-1"], True, "--tokens must be an int >= 0, got -1"),
+        (["sample", "--num-samples", "0"], True, "--num-samples must be a positive int, got 0"),
+        (["train", "--grad-clip", "nan"], False, "grad_clip must be a number >= 0, got nan"),
+        (["train", "--lr", "inf"], False, "lr must be a positive number, got inf"),
+        (["train", "--sample-tokens", "-5"], False, r"--sample-tokens must be an int >= 0, got -5 \(0: no sample\)"),
+        (["train", "--checkpoint-every", "0"], False, "--checkpoint-every must be a positive int, got 0"),
+        (["train", "--resume", "--corpus", "other.txt"], True,
+         "continues the saved run with its own data and settings; drop --corpus"),
+        (["train", "--resume", "--tokenizer", "gpt2"], True, "drop --tokenizer"),
+        (["train", "--resume", "--max-iters", "1"], True,
+         "--max-iters 1 is not more than the 20 steps this run has done: pass a larger --max-iters"),
     ],
 )
 def test_user_errors_are_one_line_messages(args, needs_run, message, reference_run, tmp_path, capsys):
@@ -137,6 +162,134 @@ def test_user_errors_are_one_line_messages(args, needs_run, message, reference_r
     assert err.startswith(f"gptcourse {args[0]}: error:")
     assert "Traceback" not in err
     assert re.search(message, err), err
+
+
+def test_context_longer_than_the_text_names_the_flag(corpus, tmp_path, capsys):
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), *TINY,
+                 "--context-length", "100000"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(r"--context-length 100000 needs windows of 100001 tokens, but the corpus leaves "
+                     r"only \d+ tokens for validation: use a smaller --context-length", err), err
+    assert "block_size" not in err
+    assert not (tmp_path / "run").exists()  # refused before the folder is made
+
+
+def test_sample_without_a_run_suggests_the_right_folder(tmp_path, capsys):
+    folder = tmp_path / "runs" / "tinyshakespeare-char"
+    assert main(["sample", "--checkpoint", str(folder)]) == 1
+    assert f"no checkpoint at {folder / 'ckpt.pt'}: train one first (python -m gptcourse train " \
+           f"--out {folder})" in capsys.readouterr().err
+
+
+def test_sample_of_a_gpt2_run_without_the_tokenizer_files_is_one_line(tmp_path, monkeypatch, capsys):
+    import tiktoken
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=50257, context_length=8, emb_dim=8, n_heads=2, n_layers=1))
+    save_checkpoint(tmp_path / "ckpt.pt", model, tokenizer=gpt2_tokenizer())
+
+    def no_network(blobpath):
+        raise ConnectionError("network blocked in this test")
+
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty-cache"))
+    assert main(["sample", "--checkpoint", str(tmp_path), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gptcourse sample: error: Could not load the GPT-2 tokenizer files")
+    assert "TIKTOKEN_CACHE_DIR" in err and "Traceback" not in err
+
+
+def test_a_run_suggests_a_prompt_from_its_own_text(corpus, tmp_path, capsys):
+    assert suggest_prompt("ROMEO:\nO, she doth teach the torches") == "ROMEO:"
+    assert suggest_prompt("\n\n대한민국 헌법 유구한 역사와") == "대한민국 헌법"
+    out = tmp_path / "run"
+    assert main(["train", "--corpus", str(corpus), "--out", str(out), *TINY, "--max-iters", "2"]) == 0
+    assert f"More text: gptcourse sample --checkpoint {out} --prompt 'First Citizen:'" in capsys.readouterr().out
+
+
+def test_resume_while_the_run_still_trains_is_refused(corpus, tmp_path, capsys):
+    out = tmp_path / "busy"
+    proc = start_slow_run(corpus, out, step_delay=1.0)  # still training 15 s later
+    try:
+        wait_for_checkpoint(proc, out)
+        for args in (["--resume"], ["--force", "--corpus", str(corpus), *TINY]):
+            assert main(["train", "--out", str(out), *args]) == 1
+            err = capsys.readouterr().err
+            assert f"is in use by another run (process {proc.pid} holds {out / 'run.lock'})" in err, err
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        proc.stderr.close()
+
+
+def test_a_full_disk_mid_run_says_what_happened_and_keeps_the_last_checkpoint(corpus, tmp_path,
+                                                                               monkeypatch, capsys):
+    out = tmp_path / "full"
+    real_save, calls = torch.save, []
+
+    def fill_up(obj, handle):
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint finds the disk full
+            handle.write(b"part of a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, handle)
+
+    monkeypatch.setattr(ckpt_module.torch, "save", fill_up)
+    assert main(["train", "--corpus", str(corpus), "--out", str(out), *TINY]) == 1
+    err = capsys.readouterr().err
+    ckpt = out / "ckpt.pt"
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert (f"could not save {ckpt}: the disk is full (no space left on the device); the last good "
+            f"checkpoint {ckpt} is intact; after fixing it, continue with: gptcourse train --out {out} "
+            f"--resume") in err
+    assert load_checkpoint(out)["step"] == 5
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt"]  # no temp file, no lock left
+
+
+def test_resume_removes_temp_files_of_an_interrupted_save(reference_run, tmp_path, capsys):
+    out = tmp_path / "interrupted"
+    shutil.copytree(reference_run, out)
+    (out / "ckpt.ptq1w2e3.tmp").write_bytes(b"x" * 1000)
+    assert main(["train", "--out", str(out), "--resume", "--max-iters", "21", "--no-progress",
+                 "--sample-tokens", "0", "--device", "cpu"]) == 0
+    assert "Removed ckpt.ptq1w2e3.tmp, left by a save that was interrupted." in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt"]
+
+
+@pytest.mark.parametrize("keep_state, extra, message", [
+    (False, {"corpus": "x", "tokenizer": "char"}, "holds only a model, not a training state: it can be "
+                                                  "sampled from .*but not resumed"),
+    (True, {}, r"was not saved by `gptcourse train`, so --resume does not know its corpus"),
+])
+def test_resume_of_a_checkpoint_it_cannot_continue_says_why(tmp_path, capsys, keep_state, extra, message):
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=8, context_length=8, emb_dim=8, n_heads=2, n_layers=1))
+    state = settings = None
+    if keep_state:
+        settings = TrainSettings(max_iters=4, warmup_iters=0)
+        state = new_state(model, settings)
+    save_checkpoint(tmp_path / "ckpt.pt", model, state, settings=settings, extra=extra)
+    assert main(["train", "--out", str(tmp_path), "--resume", "--device", "cpu"]) == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err, err
+
+
+def test_resume_checks_the_config_against_the_tensors_first(reference_run, tmp_path, capsys):
+    out = tmp_path / "edited"
+    shutil.copytree(reference_run, out)
+    ckpt = load_checkpoint(out)
+    ckpt["config"]["emb_dim"] = 65536  # a config that claims a huge model
+    del ckpt["sha256"]  # as an older file without a checksum would be
+    torch.save(ckpt, out / "ckpt.pt")
+    assert main(["train", "--out", str(out), "--resume", "--max-iters", "25", "--device", "cpu"]) == 1
+    assert "the checkpoint's config does not fit its own tensors" in capsys.readouterr().err
+
+
+def test_out_naming_a_file_is_refused_before_training(corpus, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("hello")
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "notes.txt"), *TINY]) == 1
+    assert "notes.txt is a file, not a folder: choose a folder name" in capsys.readouterr().err
 
 
 def test_corrupt_checkpoint_is_reported(reference_run, tmp_path, capsys):

@@ -148,7 +148,7 @@ def test_generate_text_round_trip(model):
         ({"top_k": 2.5}, "top_k must be None"),
         ({"eos_id": 11}, "eos_id must be None or an int from 0 to 10"),
         ({"max_new_tokens": -1}, "max_new_tokens must be an int >= 0"),
-        ({"context_size": 0}, "context_size must be a positive int"),
+        ({"context_size": 0}, "context_size must be an int from 1 to context_length=6"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(model, kwargs, match):

@@ -2,6 +2,7 @@
 weights, offline), the checkpoint file, the official sizes, and every error message."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -323,3 +324,42 @@ def test_failed_download_with_known_hash_says_how_to_get(tmp_path, monkeypatch):
 
 def test_validate_gpt2_shapes_accepts_exact_set():
     validate_gpt2_shapes(expected_gpt2_shapes(SMALL), SMALL)
+
+
+@pytest.mark.parametrize("header, problem", [
+    (b"[1, 2]", r"a JSON list, not an object of tensors"),
+    (b'{"wte.weight": {"dtype": "F32", "shape": [2]}}', r"tensor 'wte.weight' has no valid 'shape' and 'data_offsets'"),
+])
+def test_malformed_safetensors_headers_name_the_file_and_the_fix(tmp_path, header, problem):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(ValueError, match=f"{re.escape(str(path))} has a broken safetensors header .*"
+                                         f"{problem}.*delete it and download it again"):
+        read_safetensors_header(path)
+
+
+def test_corrupt_cached_weights_name_the_path_and_the_fix(tiny_size, tmp_path):
+    path = tmp_path / "gpt2" / "tiny" / "model.safetensors"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x00" * 12)
+    with pytest.raises(ValueError, match=f"{re.escape(str(path))} is not a safetensors file, or it is "
+                                         f"cut short: delete it and download it again .*"
+                                         f"python -m gptcourse.pretrained"):
+        load_pretrained_gpt2("tiny")
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_integer_tensors_are_refused(dtype):
+    state = random_hf_state()
+    state["wpe.weight"] = state["wpe.weight"].to(dtype)
+    with pytest.raises(TypeError, match=f"tensor 'wpe.weight' has dtype {dtype}, but GPT-2's weights "
+                                        f"are floating point"):
+        gpt2_state_dict_to_ours(state, SMALL)
+
+
+def test_nan_values_are_refused():
+    state = random_hf_state()
+    state["h.0.mlp.c_fc.bias"][3] = float("nan")
+    with pytest.raises(ValueError, match=r"tensor 'h.0.mlp.c_fc.bias' holds NaN or infinite values: "
+                                         r"the checkpoint is damaged; download it again"):
+        gpt2_state_dict_to_ours(state, SMALL)

@@ -1,5 +1,11 @@
 """The character tokenizer and GPT-2's BPE tokenizer (tiktoken, read offline from TIKTOKEN_CACHE_DIR)."""
 
+import hashlib
+import os
+import re
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tiktoken
@@ -8,7 +14,9 @@ import tiktoken.registry
 import torch
 
 from gptcourse.tokenizers import (
+    GPT2_FILES,
     CharTokenizer,
+    TokenizerUnavailableError,
     gpt2_tokenizer,
     text_to_token_ids,
     token_ids_to_text,
@@ -160,3 +168,45 @@ def test_gpt2_offline_without_cache_names_tiktoken_cache_dir(monkeypatch, tmp_pa
     assert requested and requested[0].startswith("https://")  # it really tried the download
     assert list(tmp_path.iterdir()) == []  # and left nothing half-written in the cache
     assert tiktoken.registry.ENCODINGS == {}  # the failed encoding was not cached
+
+
+def _cache_with_a_damaged_file(tmp_path, damage):
+    """A copy of the shared tiktoken cache with GPT-2's vocab.bpe damaged (the shared copy untouched)."""
+    cache = tmp_path / "tiktoken-cache"
+    cache.mkdir()
+    for url in GPT2_FILES:
+        name = hashlib.sha1(url.encode()).hexdigest()
+        shutil.copyfile(Path(os.environ["TIKTOKEN_CACHE_DIR"]) / name, cache / name)
+    damaged = cache / hashlib.sha1(next(iter(GPT2_FILES)).encode()).hexdigest()
+    damaged.write_bytes(damage(damaged.read_bytes()))
+    return cache, damaged
+
+
+@pytest.mark.parametrize("damage", [
+    lambda data: data[:100] + bytes([data[100] ^ 0x01]) + data[101:],  # one flipped byte
+    lambda data: data[: len(data) // 2],                               # cut short
+], ids=["flipped-byte", "truncated"])
+def test_corrupt_tokenizer_cache_is_named_removed_and_restorable(tmp_path, monkeypatch, damage):
+    cache, damaged = _cache_with_a_damaged_file(tmp_path, damage)
+
+    def no_network(blobpath):
+        raise ConnectionError("network blocked in this test")
+
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    monkeypatch.setattr(tiktoken.load, "read_file", no_network)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    with pytest.raises(TokenizerUnavailableError,
+                       match=f"file {re.escape(str(damaged))} was corrupt .* and has been removed. "
+                             f"Online, it downloads again on the next use; offline, copy the file back"):
+        gpt2_tokenizer()
+    assert not damaged.exists()
+
+
+def test_corrupt_tokenizer_cache_downloads_again_when_online(tmp_path, monkeypatch):
+    cache, damaged = _cache_with_a_damaged_file(tmp_path, lambda data: data[:-10])
+    good = (Path(os.environ["TIKTOKEN_CACHE_DIR"]) / damaged.name).read_bytes()
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})
+    monkeypatch.setattr(tiktoken.load, "read_file", lambda blobpath: good)  # a working download
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+    assert gpt2_tokenizer().n_vocab == 50257
+    assert damaged.read_bytes() == good
