@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -64,6 +65,9 @@ examples:
   gptcourse train --corpus notes.txt --encoding cp949 --out runs/notes  a Korean Windows file
   gptcourse train --tokenizer gpt2 --out runs/bpe  GPT-2 tokens instead of characters
   gptcourse train --device cuda --n-layers 6 --emb-dim 384 --n-heads 6 --context-length 256
+  gptcourse train --batch-size 64 --grad-accum 4   4 micro-batches of 16 per step (less memory)
+  torchrun --standalone --nproc_per_node=4 -m gptcourse train --out runs/ddp
+                                                   4 processes (GPUs) share each batch; same model
 
 A checkpoint (weights, optimizer, step, history, random states) is written to OUT/ckpt.pt every
 --checkpoint-every steps and at the end, so an interrupted run loses at most that many steps."""
@@ -133,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save every N steps (default: every eval interval)")
     run.add_argument("--device", default="auto",
                      help=f"one of {', '.join(DEVICE_CHOICES)} (auto: CUDA, then MPS, then CPU)")
+    run.add_argument("--grad-accum", type=int, default=1, metavar="K",
+                     help="split each step's batch in K micro-batches: less memory, same "
+                          "training (default 1)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     run.add_argument("--sample-tokens", type=int, default=200, metavar="N",
                      help="show a sample of this many tokens at the end (0: none)")
@@ -199,7 +206,8 @@ def _given(args: argparse.Namespace, flags: dict) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ckpt_path = out / "ckpt.pt"
-    device = pick_device(args.device)
+    # Under torchrun: join the other processes; only rank 0 prints (see gptcourse.distributed).
+    device = distributed.setup(pick_device(args.device))
     if args.tokenizer == "gpt2":
         tiktoken_cache_dir()
     if args.resume:
@@ -209,7 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if changed:
             raise ValueError(f"--resume continues the saved run with its own settings; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in changed)} "
-                             f"(only --max-iters, --device and --checkpoint-every may change)")
+                             f"(only --max-iters, --device, --grad-accum and --checkpoint-every "
+                             f"may change)")
         cfg = GPTConfig(**ckpt["config"])
         settings = TrainSettings(**ckpt["settings"])
         if args.max_iters is not None and args.max_iters != settings.max_iters:
@@ -260,7 +269,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     state = train(model, train_ids, val_ids, settings, state=state, device=device,
                   checkpoint_every=every, on_checkpoint=save,
-                  on_step=slow_down if args.step_delay > 0 else None, progress=not args.no_progress)
+                  on_step=slow_down if args.step_delay > 0 else None, progress=not args.no_progress,
+                  grad_accum=args.grad_accum)
     seconds = time.perf_counter() - started
     h = state.history
     print(f"Step {state.step}: train loss {h['train'][-1]:.4f}, val loss {h['val'][-1]:.4f} "
@@ -322,10 +332,18 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ValueError, FileNotFoundError, CheckpointError, DownloadError) as exc:
         print(f"gptcourse {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except RuntimeError as exc:
+        message = distributed.peer_failure_message(exc)  # a torchrun peer died: no traceback
+        if message is None:
+            raise
+        print(f"gptcourse {args.command}: error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\nInterrupted. Continue with: gptcourse train --out {getattr(args, 'out', '')} "
               f"--resume", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()  # leave torchrun's process group, if this process joined one
 
 
 if __name__ == "__main__":
