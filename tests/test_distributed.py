@@ -11,20 +11,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import CORPUS, ROOT
 
 from gptcourse import distributed
 from gptcourse.checkpoint import load_checkpoint
 from gptcourse.cli import main
 from gptcourse.train import TrainSettings, train
 
-CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 TINY = ["--n-layers", "1", "--emb-dim", "16", "--n-heads", "2", "--context-length", "16",
         "--batch-size", "8", "--eval-interval", "5", "--eval-iters", "2", "--max-iters", "12",
         "--warmup-iters", "2", "--checkpoint-every", "4", "--no-progress", "--sample-tokens", "0",
         "--device", "cpu"]
 RUN_FLAGS = ["--no-progress", "--sample-tokens", "0", "--device", "cpu"]  # the ones --resume takes
-EXTRA: list[str] = []
-ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
        "GPTCOURSE_DIST_TIMEOUT": "60"}
 # The machine running the tests may be busy: bounds that are generous but keep a hang finite.
@@ -35,7 +33,7 @@ def command(processes: int, *args) -> list[str]:
     """`gptcourse ARGS` in one plain process, or under torchrun with `processes` processes."""
     if processes == 1:
         return [sys.executable, "-m", "gptcourse", *map(str, args)]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", *EXTRA,
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             f"--nproc_per_node={processes}", "-m", "gptcourse", *map(str, args)]
 
 
@@ -53,21 +51,17 @@ def assert_same_weights(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "speech.txt"
-    path.write_text(CORPUS, encoding="utf-8")
-    return path
+def reference(tmp_path_factory) -> tuple[Path, dict]:
+    """The corpus file, and the checkpoint of the run in one plain process, without torchrun."""
+    folder = tmp_path_factory.mktemp("runs")
+    corpus = folder / "speech.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
+    run(1, "train", "--corpus", corpus, "--out", folder / "one", *TINY)
+    return corpus, load_checkpoint(folder / "one")
 
 
-@pytest.fixture(scope="module")
-def one_process(corpus, tmp_path_factory):
-    """The reference: the run in one plain process, without torchrun."""
-    out = tmp_path_factory.mktemp("runs") / "one"
-    run(1, "train", "--corpus", corpus, "--out", out, *TINY)
-    return load_checkpoint(out)
-
-
-def test_two_processes_with_grad_accum_train_the_same_model_as_one(corpus, one_process, tmp_path):
+def test_two_processes_with_grad_accum_train_the_same_model_as_one(reference, tmp_path):
+    corpus, one_process = reference
     out = tmp_path / "two"
     result = run(2, "train", "--corpus", corpus, "--out", out, *TINY, "--grad-accum", "2")
     two = load_checkpoint(out)
@@ -133,9 +127,10 @@ def kill_after_first_checkpoint(processes: int, out: Path, *args, after_step: in
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker through /proc")
-def test_killed_rank_stops_the_job_and_runs_resume_across_process_counts(corpus, one_process, tmp_path):
+def test_killed_rank_stops_the_job_and_runs_resume_across_process_counts(reference, tmp_path):
     """1 process, killed; resumed on 2 (no accumulation), rank 1 killed; resumed on 1: the weights
     end as the uninterrupted run's."""
+    corpus, one_process = reference
     out = tmp_path / "killed"
     returncode, _ = kill_after_first_checkpoint(1, out, "--corpus", corpus)
     assert returncode == -signal.SIGKILL
@@ -158,8 +153,10 @@ def test_killed_rank_stops_the_job_and_runs_resume_across_process_counts(corpus,
     assert_same_weights(one_process, resumed)
 
 
-def test_batch_must_divide_among_processes_and_micro_batches(corpus, tmp_path, capsys):
+def test_batch_must_divide_among_processes_and_micro_batches(tmp_path, capsys):
     # In one process: 8 windows do not split into 3 micro-batches, and the error says so.
+    corpus = tmp_path / "speech.txt"
+    corpus.write_text(CORPUS, encoding="utf-8")
     assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "odd"), *TINY,
                  "--grad-accum", "3"]) == 1
     assert ("batch_size (8) must be divisible by processes x grad_accum (1 x 3 = 3)"
