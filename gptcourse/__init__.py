@@ -29,6 +29,7 @@ Chapter 6, training and sampling
     device      CUDA, then MPS, then the CPU; bf16 autocast on CUDA
     checkpoint  one atomic, weights_only file to sample from or to resume training
     run_folder  a run's output folder: checked before the first step, locked while it runs
+    distributed  torchrun: one model trained by several processes (DDP), rank 0 writes
     cli         `python -m gptcourse train | sample | data` (`__main__` runs it)
 Chapter 7, beyond
     pretrained  OpenAI's GPT-2 weights loaded into GPTModel

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import shlex
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .checkpoint import (
     CheckpointError,
     check_checkpoint_fits,
@@ -70,6 +72,9 @@ examples:
   gptcourse train --corpus notes.txt --encoding cp949 --out runs/notes  a Korean Windows file
   gptcourse train --tokenizer gpt2 --out runs/bpe  GPT-2 tokens instead of characters
   gptcourse train --device cuda --n-layers 6 --emb-dim 384 --n-heads 6 --context-length 256
+  gptcourse train --batch-size 64 --grad-accum 4   4 micro-batches of 16 per step (less memory)
+  torchrun --standalone --nproc_per_node=4 -m gptcourse train --out runs/ddp
+                                                   4 processes (GPUs) share each batch; same model
 
 A checkpoint (weights, optimizer, step, history, random states) is written to OUT/ckpt.pt every
 --checkpoint-every steps and at the end, so an interrupted run loses at most that many steps.
@@ -143,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save every N steps (default: every eval interval)")
     run.add_argument("--device", default="auto",
                      help=f"one of {', '.join(DEVICE_CHOICES)} (auto: CUDA, then MPS, then CPU)")
+    run.add_argument("--grad-accum", type=int, default=1, metavar="K",
+                     help="split each step's batch in K micro-batches: less memory, same "
+                          "training (default 1)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     run.add_argument("--sample-tokens", type=int, default=200, metavar="N",
                      help="show a sample of this many tokens at the end (0: none)")
@@ -220,7 +228,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     ckpt_path = out / "ckpt.pt"
     _check_flags(args)
-    device = pick_device(args.device)
+    # Under torchrun: join the other processes; only rank 0 prints (see gptcourse.distributed).
+    device = distributed.setup(pick_device(args.device))
     if args.tokenizer == "gpt2":
         tiktoken_cache_dir()
     if args.resume:
@@ -230,7 +239,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if changed:
             raise ValueError(f"--resume continues the saved run with its own data and settings; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in changed)} "
-                             f"(only --max-iters, --device and --checkpoint-every may change)")
+                             f"(only --max-iters, --device, --grad-accum and --checkpoint-every "
+                             f"may change)")
         cfg = config_of(ckpt)
         check_checkpoint_fits(ckpt, cfg)  # before GPTModel(cfg) allocates what the config claims
         settings = TrainSettings(**ckpt["settings"])
@@ -300,12 +310,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Weights plus AdamW's two moments, each the size of the weights; the rest is small.
     checkpoint_bytes = 3 * sum(p.numel() * p.element_size() for p in model.parameters()) + (1 << 20)
     started = time.perf_counter()
-    with prepare_run_folder(out, checkpoint_bytes) as folder:
-        for tmp in folder.removed_temp_files:
+    # Only rank 0 writes, so only rank 0 checks and locks the folder; under torchrun, if it
+    # refuses, its exit makes torchrun stop the other processes.
+    folder_lock = (prepare_run_folder(out, checkpoint_bytes) if distributed.is_main_process()
+                   else contextlib.nullcontext())
+    with folder_lock as folder:
+        for tmp in folder.removed_temp_files if folder is not None else []:
             print(f"Removed {tmp.name}, left by a save that was interrupted.")
         state = train(model, train_ids, val_ids, settings, state=state, device=device,
                       checkpoint_every=every, on_checkpoint=save,
-                      on_step=slow_down if args.step_delay > 0 else None, progress=not args.no_progress)
+                      on_step=slow_down if args.step_delay > 0 else None, progress=not args.no_progress,
+                      grad_accum=args.grad_accum)
     seconds = time.perf_counter() - started
     h = state.history
     print(f"Step {state.step}: train loss {h['train'][-1]:.4f}, val loss {h['val'][-1]:.4f} "
@@ -388,10 +403,18 @@ def main(argv: list[str] | None = None) -> int:
             RunFolderError, TokenizerUnavailableError) as exc:
         print(f"gptcourse {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except RuntimeError as exc:
+        message = distributed.peer_failure_message(exc)  # a torchrun peer died: no traceback
+        if message is None:
+            raise
+        print(f"gptcourse {args.command}: error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"\nInterrupted. Continue with: gptcourse train --out {getattr(args, 'out', '')} "
               f"--resume", file=sys.stderr)
         return 130
+    finally:
+        distributed.teardown()  # leave torchrun's process group, if this process joined one
 
 
 if __name__ == "__main__":

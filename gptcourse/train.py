@@ -8,12 +8,14 @@ warm-up + cosine learning rate, gradient clipping, evaluation, and a state to re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from . import distributed
 from .config import replace_fields
 from .data import get_batch
 from .device import autocast
@@ -175,15 +177,20 @@ def train(
     on_checkpoint: Callable[[TrainState], None] | None = None,
     on_step: Callable[[TrainState], None] | None = None,
     progress: bool = True,
+    grad_accum: int = 1,
 ) -> TrainState:
     """Train `model` until `settings.max_iters` steps are done; return the state with its history.
 
     Pass `state` (from a checkpoint) to continue a run. `on_checkpoint(state)` is called every
-    `checkpoint_every` steps and at the end; `on_step(state)` after every step.
+    `checkpoint_every` steps and at the end; `on_step(state)` after every step. Each step's
+    `settings.batch_size` windows are split in `grad_accum` micro-batches (less memory, same step),
+    and under torchrun among the processes (see `gptcourse.distributed`): only rank 0 shows
+    progress and calls `on_checkpoint`, and the model trained is the same as in one process.
     """
     settings = settings or TrainSettings()
     require_instance("settings", settings, TrainSettings)
     require_int("checkpoint_every", checkpoint_every, low=0)
+    micro_batch = _micro_batch_size(settings.batch_size, require_positive_int("grad_accum", grad_accum))
     cfg = getattr(model, "cfg", None)
     if settings.block_size is None and cfg is None:
         raise ValueError("settings.block_size is needed for a model without a .cfg "
@@ -195,6 +202,8 @@ def train(
                          f"(None: the model's context_length)")
     device = torch.device(device)
     model.to(device)
+    trainer = distributed.wrap(model, device)  # the model itself without torchrun
+    main_process = distributed.is_main_process()
     state = state or new_state(model, settings)
     splits = {"train": train_data, "val": val_data}
     history = state.history
@@ -209,36 +218,77 @@ def train(
 
     model.train()
     bar = progress_bar(range(state.step, settings.max_iters), initial=state.step, total=settings.max_iters,
-               desc="training", disable=not progress)
+               desc="training", disable=not (progress and main_process))
     for step in bar:
         if step % settings.eval_interval == 0 and (not history["step"] or history["step"][-1] != step):
             evaluate()
         lr = lr_at(step, settings.lr, settings.min_lr, settings.warmup_iters, settings.max_iters)
         for group in state.optimizer.param_groups:
             group["lr"] = lr
-        x, y = get_batch(train_data, block_size, settings.batch_size, device=device,
-                         generator=state.batch_gen)                         # (B, T) each
-        with autocast(device):
-            loss = calc_loss_batch(model, x, y)
+        # Every process draws the same whole batch and keeps its own share of it, so the batches
+        # (and the generator's state in a checkpoint) do not depend on the number of processes.
+        x, y = get_batch(train_data, block_size, settings.batch_size, generator=state.batch_gen)
+        share = slice(distributed.rank() * micro_batch * grad_accum,
+                      (distributed.rank() + 1) * micro_batch * grad_accum)
         state.optimizer.zero_grad(set_to_none=True)  # forget the previous step's gradients
-        loss.backward()
+        loss = _accumulate_gradients(trainer, x[share].to(device), y[share].to(device), grad_accum,
+                                     device)
         if settings.grad_clip > 0:
             # One unlucky batch must not throw the weights far away: cap the gradient's length.
             torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
         state.optimizer.step()
         state.step = step + 1
-        history["batch_loss"].append(loss.item())
+        history["batch_loss"].append(loss.item())  # the whole batch's, over all processes
         history["lr"].append(lr)
         bar.set_postfix(loss=f"{history['batch_loss'][-1]:.3f}", refresh=False)
         if on_step is not None:
             on_step(state)
         if (on_checkpoint is not None and checkpoint_every and state.step % checkpoint_every == 0
                 and state.step < settings.max_iters):
-            on_checkpoint(state)
+            _checkpoint_on_main(on_checkpoint, state)
     bar.close()
     if not history["step"] or history["step"][-1] != state.step:
         evaluate()
     if on_checkpoint is not None:
-        on_checkpoint(state)
+        _checkpoint_on_main(on_checkpoint, state)
     model.eval()
     return state
+
+
+def _micro_batch_size(batch_size: int, grad_accum: int) -> int:
+    """Windows per forward pass: the batch shared among the processes and the accumulation steps."""
+    parts = distributed.world_size() * grad_accum
+    if batch_size % parts:
+        raise ValueError(
+            f"batch_size ({batch_size}) must be divisible by processes x grad_accum "
+            f"({distributed.world_size()} x {grad_accum} = {parts}): every forward pass takes an "
+            f"equal share of the batch. Choose a batch_size that is a multiple of {parts}, or "
+            f"fewer processes or accumulation steps")
+    return batch_size // parts
+
+
+def _accumulate_gradients(trainer: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+                          grad_accum: int, device: torch.device) -> torch.Tensor:
+    """Backward over this process's share in `grad_accum` micro-batches; return the whole batch's loss.
+
+    Each micro-batch's loss is divided by grad_accum, so the summed gradient is the gradient of
+    the mean loss over the share; DDP then averages the shares, which gives the whole batch's.
+    """
+    total = torch.zeros((), device=device)
+    for x_micro, y_micro, last in zip(x.chunk(grad_accum), y.chunk(grad_accum),
+                                      [False] * (grad_accum - 1) + [True]):
+        # DDP's all-reduce is only needed once per step: skip it on all but the last micro-batch.
+        skip_sync = not last and hasattr(trainer, "no_sync")
+        with trainer.no_sync() if skip_sync else contextlib.nullcontext():
+            with autocast(device):
+                loss = calc_loss_batch(trainer, x_micro, y_micro) / grad_accum
+            loss.backward()
+        total += loss.detach()
+    return distributed.mean_over_processes(total)
+
+
+def _checkpoint_on_main(on_checkpoint: Callable[[TrainState], None], state: TrainState) -> None:
+    """Rank 0 writes; the other processes wait for it, so none runs ahead of the saved state."""
+    if distributed.is_main_process():
+        on_checkpoint(state)
+    distributed.barrier()
