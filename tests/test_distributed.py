@@ -210,3 +210,16 @@ def test_timeout_must_be_positive_seconds(monkeypatch, value):
     monkeypatch.setenv(distributed.TIMEOUT_ENV, value)
     with pytest.raises(ValueError, match="GPTCOURSE_DIST_TIMEOUT must be a number of seconds > 0"):
         distributed.timeout()
+
+
+def test_a_locked_run_folder_refuses_a_torchrun_job(reference, tmp_path):
+    # The run folder's checks hold under torchrun too: rank 0 finds the live lock and the job ends.
+    corpus, _ = reference
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "run.lock").write_text(f"{os.getpid()}\n")  # this test process is alive: a live owner
+    result = subprocess.run(command(2, "train", "--corpus", corpus, "--out", out, *TINY), env=ENV,
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert result.returncode != 0
+    assert f"process {os.getpid()} holds" in result.stdout + result.stderr
+    assert not (out / "ckpt.pt").exists()
