@@ -83,6 +83,44 @@ class UnsortedVocab(CharTokenizer):
         self._set_vocab(list(dict.fromkeys(text)))  # order of first appearance
 
 
+class IdsFromOne(CharTokenizer):
+    def __init__(self, text):
+        super().__init__(text)
+        self.stoi = {ch: i + 1 for i, ch in enumerate(self.chars)}
+        self.itos = {i + 1: ch for i, ch in enumerate(self.chars)}
+
+
+class ReverseSorted(CharTokenizer):
+    def __init__(self, text):
+        super().__init__(text)
+        self._set_vocab(sorted(set(text), reverse=True))
+
+
+class SortedWithRepeats(CharTokenizer):
+    def __init__(self, text):
+        super().__init__(text)
+        chars = sorted(text)  # repeats: the dictionary keeps each character's last position
+        self.stoi = {ch: i for i, ch in enumerate(chars)}
+        self.itos = {i: ch for i, ch in enumerate(chars)}
+
+
+class WrittenDifferently:
+    """A correct tokenizer that shares no code with the reference."""
+
+    def __init__(self, text):
+        self.vocab = "".join(sorted(set(text)))
+        self.vocab_size = len(self.vocab)
+
+    def encode(self, text):
+        unknown = sorted(set(text) - set(self.vocab))
+        if unknown:
+            raise ValueError(f"characters not in the vocabulary: {unknown}")
+        return [self.vocab.index(ch) for ch in text]
+
+    def decode(self, ids):
+        return "".join(self.vocab[i] for i in ids)
+
+
 class DecodeWithSpaces(CharTokenizer):
     def decode(self, ids):
         return " ".join(self.itos[i] for i in ids)
@@ -133,6 +171,18 @@ def test_char_tokenizer_stub_fails():
 
 def test_char_tokenizer_diagnoses_unsorted_vocabulary():
     assert has(check_char_tokenizer(UnsortedVocab), "the vocabulary is not sorted")
+
+
+def test_char_tokenizer_written_differently_passes():
+    result = check_char_tokenizer(WrittenDifferently)
+    assert result.passed, result.problems
+
+
+def test_char_tokenizer_diagnoses_ids_that_are_off():
+    result = check_char_tokenizer(IdsFromOne)
+    assert has(result, "every id is off by +1") and not has(result, "not sorted")
+    assert has(check_char_tokenizer(ReverseSorted), "sorted backwards")
+    assert has(check_char_tokenizer(SortedWithRepeats), "not sorted(text)")
 
 
 def test_char_tokenizer_diagnoses_decode_joined_with_spaces():

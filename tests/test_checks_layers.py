@@ -158,6 +158,14 @@ def test_gelu_reference_passes_as_class_instance_and_function():
     assert check_gelu(nn.GELU(approximate="tanh")).passed
 
 
+def test_gelu_written_differently_passes():
+    def gelu_with_sigmoid(x):  # 0.5 (1 + tanh(z)) equals sigmoid(2 z)
+        return x * torch.sigmoid(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x))
+
+    result = check_gelu(gelu_with_sigmoid)
+    assert result.passed, result.problems
+
+
 def test_gelu_stub_fails():
     class Stub(nn.Module):
         def forward(self, x):
@@ -179,6 +187,9 @@ def test_gelu_stub_fails():
     (tanh_gelu(cubic=0.44715), "cubic coefficient"),
     (tanh_gelu(cubic=0.04715), "cubic coefficient"),
     (tanh_gelu(power=2), "x**3"),
+    (tanh_gelu(cubic=0.04), "the cubic coefficient is 0.04: it should be 0.044715"),
+    (tanh_gelu(cubic=0.0044715), "the cubic coefficient is 0.00447"),
+    (tanh_gelu(constant=0.79), "the constant in front is 0.79: it should be sqrt(2 / pi)"),
     (tanh_gelu(half=1.0), "factor 0.5"),
     (lambda x: 0.5 * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))), "leading x"),
     (lambda x: x.sum(), "shape"),

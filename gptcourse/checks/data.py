@@ -28,11 +28,9 @@ def check_char_tokenizer(tokenizer_class) -> Check:
         expected = reference.encode("hello")
         if ids == expected:
             check.ok(f"encode('hello') == {ids}: ids follow the sorted vocabulary")
-        elif len(ids) == 5 and len(set(ids)) == 4 and ids[2] == ids[3]:
-            check.fail(f"encode('hello') gave {ids}, expected {expected}: the ids look consistent but "
-                       f"the vocabulary is not sorted. Use sorted(set(text)) so ids never change between runs")
         else:
-            check.fail(f"encode('hello') gave {ids}, expected {expected}")
+            check.fail(f"encode('hello') gave {ids}, expected {expected}: "
+                       + _encode_mistake(ids, expected, reference))
         text = check.call("decode(encode(text))", lambda: tok.decode(tok.encode(SAMPLE_TEXT)))
         if text == SAMPLE_TEXT:
             check.ok("decode(encode(text)) gives the text back, Korean included")
@@ -44,6 +42,25 @@ def check_char_tokenizer(tokenizer_class) -> Check:
             check.fail(f"decode(encode(text)) gave {text!r}, expected {SAMPLE_TEXT!r}")
         _check_unknown_character(check, tok)
     return check
+
+
+def _encode_mistake(ids: list[int], expected: list[int], reference: CharTokenizer) -> str:
+    """Name the likely mistake behind ids that differ from the sorted vocabulary's."""
+    shift = ids[0] - expected[0]
+    if len(ids) == len(expected) and all(i - e == shift for i, e in zip(ids, expected)):
+        return (f"every id is off by {shift:+d}: number the characters from 0, "
+                f"{{ch: i for i, ch in enumerate(chars)}}")
+    reverse = [reference.vocab_size - 1 - e for e in expected]
+    if ids == reverse:
+        return "the vocabulary is sorted backwards: use sorted(set(text)), smallest character first"
+    with_repeats = {ch: i for i, ch in enumerate(sorted(SAMPLE_TEXT))}
+    if ids == [with_repeats[ch] for ch in "hello"] or max(ids, default=0) >= reference.vocab_size:
+        return (f"id {max(ids)} is beyond the {reference.vocab_size} distinct characters: build the "
+                f"vocabulary from the distinct characters, sorted(set(text)), not sorted(text)")
+    if len(ids) == 5 and len(set(ids)) == 4 and ids[2] == ids[3]:
+        return ("the ids look consistent but the vocabulary is not sorted. "
+                "Use sorted(set(text)) so ids never change between runs")
+    return "one id per character, its position in sorted(set(text))"
 
 
 def _check_unknown_character(check: Check, tok) -> None:
