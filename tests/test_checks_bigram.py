@@ -199,6 +199,12 @@ def make_generate(*, pick="sample", append="cat", feed_back=True, position=-1, s
                 nxt = torch.multinomial(probs, 1, generator=generator if pass_generator else None)
             if append == "cat":
                 out = torch.cat((out, nxt), dim=1)
+            elif append == "hstack":  # correct, written differently
+                out = torch.hstack([out, nxt])
+            elif append == "dim0":
+                out = torch.cat((out, nxt), dim=0)
+            elif append == "squeezed":
+                out = torch.cat((out, nxt.squeeze(-1)), dim=1)
             elif append == "replace":
                 out = nxt
             elif append == "new_only":
@@ -216,6 +222,11 @@ def test_generate_reference_function_passes():
 
 def test_generate_package_method_passes():
     result = check_generate(lambda m, idx, n, generator=None: m.generate(idx, n, generator=generator))
+    assert result.passed, problems_of(result)
+
+
+def test_generate_written_differently_passes():
+    result = check_generate(make_generate(append="hstack"))
     assert result.passed, problems_of(result)
 
 
@@ -239,6 +250,8 @@ def test_generate_stub_fails():
         (make_generate(softmax_dim=0), "softmax runs over the wrong dimension"),
         (make_generate(softmax=False), "needs probabilities, not logits"),
         (make_generate(last_only=False), "take the last position's scores"),
+        (make_generate(append="dim0"), "torch.cat joined on the wrong dimension"),
+        (make_generate(append="squeezed"), "the new token ids have lost a dimension"),
     ],
 )
 def test_generate_mistakes_are_diagnosed(mistake, fragment):
