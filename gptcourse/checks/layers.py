@@ -60,6 +60,12 @@ def _layernorm_mistakes(x: torch.Tensor) -> dict:
         "last dimension (dim=-1), each token on its own": _norm(x, dim=0),
         "the statistics are taken over the whole tensor: pass dim=-1 (and keepdim=True) "
         "so that each token's vector is normalised on its own": _norm(x, dim=all_dims),
+        "this uses x.std(), which is unbiased (divides by n - 1), with eps outside the square root: "
+        "use torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + eps)":
+            _norm(x, unbiased=True, eps_inside=False),
+        **{f"eps is {eps:g}, not the eps given to __init__ (1e-5 by default): store it as self.eps "
+           f"and use torch.sqrt(var + self.eps)": (lambda eps=eps: _norm(x, eps=eps))
+           for eps in (1e-6, 1e-8, 1e-12, 1e-3)},
         "the mean is not subtracted: compute (x - mean) / sqrt(var + eps)": _norm(x, center=False),
         "it divides by the variance, not by its square root (the standard deviation)":
             _norm(x, sqrt=False),
