@@ -25,13 +25,14 @@ def counting_nll(train_ids, eval_ids, vocab_size, smoothing=1.0):
 
 
 def make_counting(*, smoothing=None, sign=1.0, reduce="mean", transpose=False, dim=1,
-                  keepdim=True, log=torch.log):
+                  keepdim=True, log=torch.log, count_eval=False):
     """A learner's counting_nll with one planted mistake."""
 
     def fn(train_ids, eval_ids, vocab_size, smoothing_arg=1.0, **kwargs):
         k = kwargs.get("smoothing", smoothing_arg) if smoothing is None else smoothing
         counts = torch.zeros(vocab_size, vocab_size)
-        for a, b in zip(train_ids.tolist(), train_ids[1:].tolist()):
+        source = eval_ids if count_eval else train_ids
+        for a, b in zip(source.tolist(), source[1:].tolist()):
             counts[a, b] += 1
         if transpose:
             counts = counts.T
@@ -72,6 +73,7 @@ def test_counting_stub_fails():
     "mistake, fragment",
     [
         (make_counting(smoothing=0.0), "log(0) = -inf"),
+        (make_counting(count_eval=True), "the table was counted from eval_ids"),
         (make_counting(sign=-1.0), "sign is flipped"),
         (make_counting(reduce="sum"), "summed the log-probabilities"),
         (make_counting(transpose=True), "rows and columns are swapped"),

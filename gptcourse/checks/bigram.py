@@ -62,6 +62,8 @@ def _counting_mistakes(train_ids, eval_ids, vocab_size, smoothing, ref) -> dict:
             lambda: _nll_variant(*args, log=torch.log2),
         "the log has the wrong base (log10): use the natural log, torch.log":
             lambda: _nll_variant(*args, log=torch.log10),
+        "the table was counted from eval_ids: count the pairs of train_ids, then score the "
+        "pairs of eval_ids with it": lambda: _counting_reference(eval_ids, eval_ids, vocab_size, smoothing),
         "smoothing seems fixed at 1: add the `smoothing` argument to every count":
             lambda: _counting_reference(train_ids, eval_ids, vocab_size, 1.0),
     }
