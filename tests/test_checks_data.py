@@ -220,6 +220,27 @@ def targets_not_shifted(data, block_size, batch_size, generator=None):
     return x, x.clone()
 
 
+def one_start_for_the_batch(data, block_size, batch_size, generator=None):
+    start = torch.randint(len(data) - block_size, (1,), generator=generator)
+    return batch_from(data, start.repeat(batch_size), block_size)
+
+
+def written_differently(data, block_size, batch_size, generator=None):
+    """Correct: unfold every window once, then index the random rows."""
+    windows = data.unfold(0, block_size + 1, 1)  # (len - block_size, block_size + 1)
+    rows = windows[torch.randint(len(windows), (batch_size,), generator=generator)]
+    return rows[:, :-1], rows[:, 1:]
+
+
+def test_get_batch_written_differently_passes():
+    result = check_get_batch(written_differently)
+    assert result.passed, result.problems
+
+
+def test_get_batch_diagnoses_one_start_for_the_whole_batch():
+    assert has(check_get_batch(one_start_for_the_batch), "every row of the batch is the same window")
+
+
 def runs_off_the_end(data, block_size, batch_size, generator=None):
     starts = torch.randint(len(data) - block_size + 1, (batch_size,), generator=generator)
     return batch_from(data, starts, block_size)
@@ -321,6 +342,13 @@ class ShiftedByTwo(Windows):
     shift = 2
 
 
+class StrideOnlyInLen(Windows):
+    """Counts the windows right, but window i starts at i."""
+
+    def __getitem__(self, i):
+        return self.ids[i : i + self.context_length], self.ids[i + 1 : i + 1 + self.context_length]
+
+
 class StubDataset:
     def __init__(self, token_ids, context_length, stride):
         raise NotImplementedError
@@ -338,6 +366,10 @@ def test_sliding_window_stub_fails():
 
 def test_sliding_window_diagnoses_ignored_stride():
     assert has(check_sliding_window_dataset(StrideIgnored), "stride seems ignored")
+
+
+def test_sliding_window_diagnoses_stride_ignored_in_getitem():
+    assert has(check_sliding_window_dataset(StrideOnlyInLen), "__getitem__ ignores the stride")
 
 
 def test_sliding_window_diagnoses_targets_not_shifted():

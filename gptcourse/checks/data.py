@@ -135,6 +135,10 @@ def _check_generator_used(check: Check, get_batch_fn) -> None:
                   generator=torch.Generator().manual_seed(7))
     second = check.call("get_batch(..., generator=g)", get_batch_fn, data, 8, 4,
                    generator=torch.Generator().manual_seed(7))
+    rows = first[0] if isinstance(first, tuple) and isinstance(first[0], torch.Tensor) else None
+    if rows is not None and rows.dim() == 2 and bool((rows == rows[:1]).all()):
+        check.stop("every row of the batch is the same window: draw batch_size random starts, "
+                   "one per row (torch.randint(..., (batch_size,)))")
     check.expect(torch.equal(first[0], second[0]),
                  "the same seeded generator gives the same batch",
                  "two generators with the same seed gave different batches: the generator is "
@@ -194,6 +198,9 @@ def check_sliding_window_dataset(dataset_class) -> Check:
                            f"target holds exactly context_length={context_length} ids")
             if _all_equal(xs, ys):
                 check.stop("targets equal inputs: the target window must be shifted by one token")
+            if stride != 1 and _all_equal(xs, [ids[i:i + context_length] for i in range(n)]):
+                check.stop(f"__getitem__ ignores the stride: window i starts at i * stride "
+                           f"(here {stride}), not at i")
             if _all_equal(xs, ref_x):
                 check.stop("the inputs are right but the targets are not: target i is the input "
                            "shifted by one, ids[start + 1 : start + context_length + 1]")
