@@ -160,11 +160,12 @@ def test_tie_doing_nothing_is_named():
 
 
 # --- check_forward_flops / check_training_flops --------------------------------------------------
-def make_forward(*, macs=False, attention=1.0, head=True, use_context=False, all_params=False, ff_mult=4):
+def make_forward(*, macs=False, attention=1.0, head=True, use_context=False, all_params=False, ff_mult=4,
+                 one_layer=False):
     """A learner's forward_flops_per_token with one planted mistake."""
 
     def flops(cfg, seq_len):
-        L, d, V = cfg.n_layers, cfg.emb_dim, cfg.vocab_size
+        L, d, V = 1 if one_layer else cfg.n_layers, cfg.emb_dim, cfg.vocab_size
         T = cfg.context_length if use_context else seq_len
         n = L * (4 * d * d + 2 * ff_mult * d * d) + (V * d if head else 0)
         if all_params:
@@ -193,6 +194,8 @@ def test_forward_stub_fails():
     ({"head": False}, "the output head is missing"),
     ({"all_params": True}, "every parameter was counted"),
     ({"ff_mult": 1}, "d -> 4d -> d"),
+    ({"one_layer": True}, "only one layer is counted"),
+    ({"attention": 1024}, "the attention term is for the whole sequence"),
 ])
 def test_forward_mistakes_are_named(mistake, fragment):
     assert_diagnosed(check_forward_flops(make_forward(**mistake)), fragment)

@@ -178,6 +178,10 @@ def _forward_mistakes(cfg: GPTConfig, T: int, ref: int) -> dict[str, float]:
         "every parameter was counted: embeddings are lookups, not matmuls; count the matmul "
         "weights (12·L·d² + V·d)": 2 * all_params + _attention(cfg, T),
         "the feed-forward is d -> 4d -> d: 16·d² FLOPs per layer": ref - L * 12 * d * d,
+        "only one layer is counted: the 24·d² of each block and its attention term repeat n_layers "
+        "times": ref - (L - 1) * (24 * d * d + 4 * T * d),
+        "the attention term is for the whole sequence (seq_len² ...): per token it is "
+        "4·n_layers·seq_len·emb_dim": ref - _attention(cfg, T) + T * _attention(cfg, T),
     }
 
 
