@@ -56,6 +56,17 @@ def test_call_uses_the_checks_known_errors_by_message_or_class():
     assert check.problems == ["f() raised IndexError: more specific"]  # the call's own table first
 
 
+def test_call_explains_common_torch_errors_and_keeps_torchs_line():
+    def bad_matmul():
+        return torch.ones(2, 3) @ torch.ones(2, 3)
+
+    with Check("t", quiet=True) as check:
+        check.call("f()", bad_matmul)
+    (problem,) = check.problems
+    assert "a matrix product got shapes that do not fit" in problem
+    assert "cannot be multiplied" in problem  # torch's own line is kept
+
+
 def test_seeded_check_runs_on_a_fork_of_the_global_rng():
     torch.manual_seed(5)
     expected = torch.rand(1)
