@@ -144,6 +144,8 @@ def make_head(*, scale="head", keep="tril", fill=INF, after=False, dim=-1, swap_
                 w = F.dropout(w, self.p)  # training=True by default: never switched off
             elif dropout_mode == "functional, switched":  # correct, written differently
                 w = F.dropout(w, self.p, training=self.training)
+            elif dropout_mode == "fixed rate":
+                w = F.dropout(w, 0.1, training=self.training)
             elif dropout_mode == "unscaled" and self.training:
                 w = w * (torch.rand_like(w) >= self.p)
             out = w @ v
@@ -205,6 +207,7 @@ def test_head_stub_forward_fails():
     (dict(dropout_mode="on q"), "dropout acts before the softmax"),
     (dict(dropout_mode="on v"), "dropout acts on the values"),
     (dict(dropout_mode="unscaled"), "not scaled by 1 / (1 - p)"),
+    (dict(dropout_mode="fixed rate"), "as if p = 0.1"),
     (dict(bias=True), "have a bias"),
     (dict(slice_mask=False), "cut the mask to the input's length"),
     (dict(mask_as="parameter"), "the mask is an nn.Parameter"),

@@ -276,9 +276,22 @@ def _check_dropped_weights(check: Check, head_class) -> None:
     elif torch.all(torch.isclose(dropped, weights, atol=1e-6) | zeroed):
         check.fail("the kept weights are not scaled by 1 / (1 - p): use nn.Dropout, which scales "
                    "them so the expected output stays the same")
+    elif (factor := _common_factor(dropped, weights)) is not None:
+        check.fail(f"the kept weights are scaled by {factor:.3g}, as if p = {1 - 1 / factor:.2g}: "
+                   f"use the `dropout` argument, self.dropout = nn.Dropout(dropout), not a fixed rate")
     else:
         check.fail("in training mode the weights are neither kept (times 1 / (1 - p)) nor 0: apply "
                    "self.dropout once, to the weights after the softmax and before @ v")
+
+
+def _common_factor(dropped: torch.Tensor, weights: torch.Tensor) -> float | None:
+    """The one factor every kept weight was multiplied by, if there is one (dropped ones are 0)."""
+    kept = (dropped != 0) & (weights > 1e-6)
+    if not kept.any():
+        return None
+    ratios = dropped[kept] / weights[kept]
+    factor = ratios.median().item()
+    return factor if torch.allclose(ratios, torch.full_like(ratios, factor), rtol=1e-4) else None
 
 
 # --- splitting and merging heads ---------------------------------------------------------------------
