@@ -116,23 +116,38 @@ def make_head(*, scale="head", keep="tril", fill=INF, after=False, dim=-1, swap_
         def forward(self, x):
             T = x.shape[1]
             q, k, v = (getattr(self, name)(x) for name in names)
+            if dropout_mode == "on q":
+                q = self.dropout(q)
+            if dropout_mode == "on v":
+                v = self.dropout(v)
             if swap_qk:
                 q, k = k, q
             divide = {"head": math.sqrt(self.head_size), "none": 1.0, "embedding": math.sqrt(self.d_in),
                       "head no sqrt": self.head_size}[scale]
             scores = q @ k.transpose(-2, -1) / divide
+            if dropout_mode == "raw scores":
+                scores = self.dropout(scores)
             mask = self.tril if mask_as != "forward" else torch.tril(torch.ones(T, T))
             mask = mask[:T, :T] if slice_mask else mask
             if after:
                 w = torch.softmax(scores, dim=dim).masked_fill(mask == 0, fill)
             else:
-                w = torch.softmax(scores.masked_fill(mask == 0, fill), dim=dim)
+                masked = scores.masked_fill(mask == 0, fill)
+                if dropout_mode == "masked scores":
+                    masked = self.dropout(masked)
+                w = torch.softmax(masked, dim=dim)
             if return_weights:
                 return w
             if dropout_mode == "module":
                 w = self.dropout(w)
             elif dropout_mode == "functional":
                 w = F.dropout(w, self.p)  # training=True by default: never switched off
+            elif dropout_mode == "functional, switched":  # correct, written differently
+                w = F.dropout(w, self.p, training=self.training)
+            elif dropout_mode == "fixed rate":
+                w = F.dropout(w, 0.1, training=self.training)
+            elif dropout_mode == "unscaled" and self.training:
+                w = w * (torch.rand_like(w) >= self.p)
             out = w @ v
             return self.dropout(out) if dropout_mode == "output" else out
 
@@ -147,6 +162,11 @@ def test_head_reference_passes(capsys):
 
 def test_head_learner_version_passes():
     result = check_head(make_head())
+    assert result.passed, problems_of(result)
+
+
+def test_head_with_functional_dropout_that_follows_the_mode_passes():
+    result = check_head(make_head(dropout_mode="functional, switched"))
     assert result.passed, problems_of(result)
 
 
@@ -182,6 +202,12 @@ def test_head_stub_forward_fails():
     (dict(dropout_mode="functional"), "dropout is active in eval mode"),
     (dict(dropout_mode="none"), "nothing changed"),
     (dict(dropout_mode="output"), "dropout is applied to the head's output"),
+    (dict(dropout_mode="raw scores"), "dropout acts before the softmax"),
+    (dict(dropout_mode="masked scores"), "-inf * 0 is NaN"),
+    (dict(dropout_mode="on q"), "dropout acts before the softmax"),
+    (dict(dropout_mode="on v"), "dropout acts on the values"),
+    (dict(dropout_mode="unscaled"), "not scaled by 1 / (1 - p)"),
+    (dict(dropout_mode="fixed rate"), "as if p = 0.1"),
     (dict(bias=True), "have a bias"),
     (dict(slice_mask=False), "cut the mask to the input's length"),
     (dict(mask_as="parameter"), "the mask is an nn.Parameter"),

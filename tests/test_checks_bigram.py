@@ -25,13 +25,14 @@ def counting_nll(train_ids, eval_ids, vocab_size, smoothing=1.0):
 
 
 def make_counting(*, smoothing=None, sign=1.0, reduce="mean", transpose=False, dim=1,
-                  keepdim=True, log=torch.log):
+                  keepdim=True, log=torch.log, count_eval=False):
     """A learner's counting_nll with one planted mistake."""
 
     def fn(train_ids, eval_ids, vocab_size, smoothing_arg=1.0, **kwargs):
         k = kwargs.get("smoothing", smoothing_arg) if smoothing is None else smoothing
         counts = torch.zeros(vocab_size, vocab_size)
-        for a, b in zip(train_ids.tolist(), train_ids[1:].tolist()):
+        source = eval_ids if count_eval else train_ids
+        for a, b in zip(source.tolist(), source[1:].tolist()):
             counts[a, b] += 1
         if transpose:
             counts = counts.T
@@ -72,6 +73,7 @@ def test_counting_stub_fails():
     "mistake, fragment",
     [
         (make_counting(smoothing=0.0), "log(0) = -inf"),
+        (make_counting(count_eval=True), "the table was counted from eval_ids"),
         (make_counting(sign=-1.0), "sign is flipped"),
         (make_counting(reduce="sum"), "summed the log-probabilities"),
         (make_counting(transpose=True), "rows and columns are swapped"),
@@ -199,6 +201,12 @@ def make_generate(*, pick="sample", append="cat", feed_back=True, position=-1, s
                 nxt = torch.multinomial(probs, 1, generator=generator if pass_generator else None)
             if append == "cat":
                 out = torch.cat((out, nxt), dim=1)
+            elif append == "hstack":  # correct, written differently
+                out = torch.hstack([out, nxt])
+            elif append == "dim0":
+                out = torch.cat((out, nxt), dim=0)
+            elif append == "squeezed":
+                out = torch.cat((out, nxt.squeeze(-1)), dim=1)
             elif append == "replace":
                 out = nxt
             elif append == "new_only":
@@ -216,6 +224,11 @@ def test_generate_reference_function_passes():
 
 def test_generate_package_method_passes():
     result = check_generate(lambda m, idx, n, generator=None: m.generate(idx, n, generator=generator))
+    assert result.passed, problems_of(result)
+
+
+def test_generate_written_differently_passes():
+    result = check_generate(make_generate(append="hstack"))
     assert result.passed, problems_of(result)
 
 
@@ -239,6 +252,8 @@ def test_generate_stub_fails():
         (make_generate(softmax_dim=0), "softmax runs over the wrong dimension"),
         (make_generate(softmax=False), "needs probabilities, not logits"),
         (make_generate(last_only=False), "take the last position's scores"),
+        (make_generate(append="dim0"), "torch.cat joined on the wrong dimension"),
+        (make_generate(append="squeezed"), "the new token ids have lost a dimension"),
     ],
 )
 def test_generate_mistakes_are_diagnosed(mistake, fragment):

@@ -56,6 +56,17 @@ def test_call_uses_the_checks_known_errors_by_message_or_class():
     assert check.problems == ["f() raised IndexError: more specific"]  # the call's own table first
 
 
+def test_call_explains_common_torch_errors_and_keeps_torchs_line():
+    def bad_matmul():
+        return torch.ones(2, 3) @ torch.ones(2, 3)
+
+    with Check("t", quiet=True) as check:
+        check.call("f()", bad_matmul)
+    (problem,) = check.problems
+    assert "a matrix product got shapes that do not fit" in problem
+    assert "cannot be multiplied" in problem  # torch's own line is kept
+
+
 def test_seeded_check_runs_on_a_fork_of_the_global_rng():
     torch.manual_seed(5)
     expected = torch.rand(1)
@@ -81,6 +92,44 @@ class UnsortedVocab(CharTokenizer):
     def __init__(self, text):
         super().__init__(text)
         self._set_vocab(list(dict.fromkeys(text)))  # order of first appearance
+
+
+class IdsFromOne(CharTokenizer):
+    def __init__(self, text):
+        super().__init__(text)
+        self.stoi = {ch: i + 1 for i, ch in enumerate(self.chars)}
+        self.itos = {i + 1: ch for i, ch in enumerate(self.chars)}
+
+
+class ReverseSorted(CharTokenizer):
+    def __init__(self, text):
+        super().__init__(text)
+        self._set_vocab(sorted(set(text), reverse=True))
+
+
+class SortedWithRepeats(CharTokenizer):
+    def __init__(self, text):
+        super().__init__(text)
+        chars = sorted(text)  # repeats: the dictionary keeps each character's last position
+        self.stoi = {ch: i for i, ch in enumerate(chars)}
+        self.itos = {i: ch for i, ch in enumerate(chars)}
+
+
+class WrittenDifferently:
+    """A correct tokenizer that shares no code with the reference."""
+
+    def __init__(self, text):
+        self.vocab = "".join(sorted(set(text)))
+        self.vocab_size = len(self.vocab)
+
+    def encode(self, text):
+        unknown = sorted(set(text) - set(self.vocab))
+        if unknown:
+            raise ValueError(f"characters not in the vocabulary: {unknown}")
+        return [self.vocab.index(ch) for ch in text]
+
+    def decode(self, ids):
+        return "".join(self.vocab[i] for i in ids)
 
 
 class DecodeWithSpaces(CharTokenizer):
@@ -135,6 +184,18 @@ def test_char_tokenizer_diagnoses_unsorted_vocabulary():
     assert has(check_char_tokenizer(UnsortedVocab), "the vocabulary is not sorted")
 
 
+def test_char_tokenizer_written_differently_passes():
+    result = check_char_tokenizer(WrittenDifferently)
+    assert result.passed, result.problems
+
+
+def test_char_tokenizer_diagnoses_ids_that_are_off():
+    result = check_char_tokenizer(IdsFromOne)
+    assert has(result, "every id is off by +1") and not has(result, "not sorted")
+    assert has(check_char_tokenizer(ReverseSorted), "sorted backwards")
+    assert has(check_char_tokenizer(SortedWithRepeats), "not sorted(text)")
+
+
 def test_char_tokenizer_diagnoses_decode_joined_with_spaces():
     assert has(check_char_tokenizer(DecodeWithSpaces), "join with '' (an empty string), not ' '")
     assert has(check_char_tokenizer(DecodeToList), "decode returned a list")
@@ -168,6 +229,27 @@ def targets_not_shifted(data, block_size, batch_size, generator=None):
     starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     x, _ = batch_from(data, starts, block_size)
     return x, x.clone()
+
+
+def one_start_for_the_batch(data, block_size, batch_size, generator=None):
+    start = torch.randint(len(data) - block_size, (1,), generator=generator)
+    return batch_from(data, start.repeat(batch_size), block_size)
+
+
+def written_differently(data, block_size, batch_size, generator=None):
+    """Correct: unfold every window once, then index the random rows."""
+    windows = data.unfold(0, block_size + 1, 1)  # (len - block_size, block_size + 1)
+    rows = windows[torch.randint(len(windows), (batch_size,), generator=generator)]
+    return rows[:, :-1], rows[:, 1:]
+
+
+def test_get_batch_written_differently_passes():
+    result = check_get_batch(written_differently)
+    assert result.passed, result.problems
+
+
+def test_get_batch_diagnoses_one_start_for_the_whole_batch():
+    assert has(check_get_batch(one_start_for_the_batch), "every row of the batch is the same window")
 
 
 def runs_off_the_end(data, block_size, batch_size, generator=None):
@@ -271,6 +353,13 @@ class ShiftedByTwo(Windows):
     shift = 2
 
 
+class StrideOnlyInLen(Windows):
+    """Counts the windows right, but window i starts at i."""
+
+    def __getitem__(self, i):
+        return self.ids[i : i + self.context_length], self.ids[i + 1 : i + 1 + self.context_length]
+
+
 class StubDataset:
     def __init__(self, token_ids, context_length, stride):
         raise NotImplementedError
@@ -288,6 +377,10 @@ def test_sliding_window_stub_fails():
 
 def test_sliding_window_diagnoses_ignored_stride():
     assert has(check_sliding_window_dataset(StrideIgnored), "stride seems ignored")
+
+
+def test_sliding_window_diagnoses_stride_ignored_in_getitem():
+    assert has(check_sliding_window_dataset(StrideOnlyInLen), "__getitem__ ignores the stride")
 
 
 def test_sliding_window_diagnoses_targets_not_shifted():

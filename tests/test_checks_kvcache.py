@@ -47,6 +47,20 @@ def test_attention_stub_fails():
     assert not result.passed and has(result, "not written yet")
 
 
+def test_stub_messages_name_the_learners_functions():
+    def attention_with_cache(att, x, past_k=None, past_v=None):
+        raise NotImplementedError
+
+    def forward_with_cache(model, idx_new, cache):
+        raise NotImplementedError
+
+    for result, name in [(check_attention_with_cache(attention_with_cache), "attention_with_cache(att"),
+                         (check_forward_with_cache(forward_with_cache), "forward_with_cache(model"),
+                         (check_attention_with_cache(lambda *a: stub()), "attention_with_cache(att")]:
+        assert result.problems[0].startswith(name), result.problems
+        assert not has(result, "attention_fn") and not has(result, "forward_fn")
+
+
 def test_attention_appends_on_the_wrong_dimension():
     for dim in (1, 3, -1, 0):
         result = check_attention_with_cache(lambda *a, dim=dim: cached_attention(*a, cat_dim=dim))

@@ -25,9 +25,9 @@ class PlantedLayerNorm(nn.Module):
 
     def __init__(self, emb_dim, unbiased=False, eps_outside=False, no_eps=False, dim=-1,
                  params=True, plain_tensors=False, ignore_params=False, no_keepdim=False,
-                 no_center=False, no_sqrt=False, scale_init=1.0):
+                 no_center=False, no_sqrt=False, scale_init=1.0, eps=1e-5):
         super().__init__()
-        self.eps = 1e-5
+        self.eps = eps
         self.cfg = dict(unbiased=unbiased, eps_outside=eps_outside, no_eps=no_eps, dim=dim,
                         ignore=ignore_params or not params, no_keepdim=no_keepdim,
                         no_center=no_center, no_sqrt=no_sqrt)
@@ -71,6 +71,23 @@ def test_layernorm_planted_correct_version_passes():
     assert check_layernorm(planted()).passed
 
 
+def test_layernorm_written_differently_passes():
+    class CenteredFirst(nn.Module):
+        def __init__(self, emb_dim, eps=1e-5):
+            super().__init__()
+            self.eps = eps
+            self.scale = nn.Parameter(torch.ones(emb_dim))
+            self.shift = nn.Parameter(torch.zeros(emb_dim))
+
+        def forward(self, x):
+            centered = x - x.mean(-1, keepdim=True)
+            var = (centered**2).mean(-1, keepdim=True)
+            return self.shift + self.scale * centered * torch.rsqrt(var + self.eps)
+
+    result = check_layernorm(CenteredFirst)
+    assert result.passed, result.problems
+
+
 def test_layernorm_stub_fails():
     result = check_layernorm(StubLayerNorm)
     assert not result.passed and has(result, NOT_WRITTEN)
@@ -90,6 +107,9 @@ def test_layernorm_stub_fails():
     (dict(plain_tensors=True), "plain tensor"),
     (dict(ignore_params=True), "scale and shift are never used"),
     (dict(scale_init=0.0), "should start as ones"),
+    (dict(eps=1e-6), "eps is 1e-06, not the eps given to __init__"),
+    (dict(eps=1e-8), "eps is 1e-08, not the eps given to __init__"),
+    (dict(unbiased=True, eps_outside=True), "this uses x.std(), which is unbiased"),
 ])
 def test_layernorm_mistakes_are_named(mistake, words):
     result = check_layernorm(planted(**mistake))
@@ -158,6 +178,14 @@ def test_gelu_reference_passes_as_class_instance_and_function():
     assert check_gelu(nn.GELU(approximate="tanh")).passed
 
 
+def test_gelu_written_differently_passes():
+    def gelu_with_sigmoid(x):  # 0.5 (1 + tanh(z)) equals sigmoid(2 z)
+        return x * torch.sigmoid(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x))
+
+    result = check_gelu(gelu_with_sigmoid)
+    assert result.passed, result.problems
+
+
 def test_gelu_stub_fails():
     class Stub(nn.Module):
         def forward(self, x):
@@ -179,6 +207,9 @@ def test_gelu_stub_fails():
     (tanh_gelu(cubic=0.44715), "cubic coefficient"),
     (tanh_gelu(cubic=0.04715), "cubic coefficient"),
     (tanh_gelu(power=2), "x**3"),
+    (tanh_gelu(cubic=0.04), "the cubic coefficient is 0.04: it should be 0.044715"),
+    (tanh_gelu(cubic=0.0044715), "the cubic coefficient is 0.00447"),
+    (tanh_gelu(constant=0.79), "the constant in front is 0.79: it should be sqrt(2 / pi)"),
     (tanh_gelu(half=1.0), "factor 0.5"),
     (lambda x: 0.5 * (1 + torch.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3))), "leading x"),
     (lambda x: x.sum(), "shape"),
@@ -287,6 +318,27 @@ def dropout_after_add(self, x):
     return self.drop_shortcut(x + self.ff(self.norm2(x)))
 
 
+def attention_dropout_only(self, x):
+    x = x + self.drop_shortcut(self.att(self.norm1(x)))
+    return x + self.ff(self.norm2(x))
+
+
+def ff_dropout_only(self, x):
+    x = x + self.att(self.norm1(x))
+    return x + self.drop_shortcut(self.ff(self.norm2(x)))
+
+
+def written_differently(self, x):
+    attended = self.drop_shortcut(self.att(self.norm1(x)))
+    h = attended + x
+    return h.add(self.drop_shortcut(self.ff(self.norm2(h))))
+
+
+def test_block_written_differently_passes():
+    result = check_transformer_block(block_with(written_differently))
+    assert result.passed, result.problems
+
+
 def shape_changed(self, x):
     return TransformerBlock.forward(self, x)[:, -1]
 
@@ -317,6 +369,8 @@ def test_block_stub_fails():
     (shortcut_normalised, "shortcut carries the normalised x"),
     (no_dropout, "drop_shortcut is never applied"),
     (dropout_after_add, "after adding the shortcut"),
+    (attention_dropout_only, "to the attention branch only"),
+    (ff_dropout_only, "to the feed-forward branch only"),
     (shape_changed, "input's shape"),
     (random_in_eval, "differs from the reference"),
 ])

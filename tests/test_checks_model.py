@@ -2,6 +2,7 @@
 mistake a checker claims to diagnose is planted and named."""
 
 import pytest
+import torch
 
 from gptcourse.checks.model import (
     check_forward_flops,
@@ -11,6 +12,7 @@ from gptcourse.checks.model import (
     check_training_flops,
 )
 from gptcourse.flops import forward_flops_per_token, matmul_params, training_flops_per_token
+from gptcourse.model import GPTModel
 
 
 def problems_of(result) -> str:
@@ -28,18 +30,20 @@ def stub(*args):
 
 # --- check_param_count ---------------------------------------------------------------------------
 def make_count(*, pos=True, final_norm=True, block_norms=True, tie_aware=True, biases=True,
-               qkv_bias_aware=True, ff_mult=4):
+               qkv_bias_aware=True, ff_mult=4, one_block=False, out_proj=True, norms_per_block=2,
+               norm_size=2):
     """A learner's count_gpt_params with one planted mistake."""
 
     def count(cfg):
         V, T, d, L = cfg.vocab_size, cfg.context_length, cfg.emb_dim, cfg.n_layers
-        total = V * d + (T * d if pos else 0) + (2 * d if final_norm else 0)
-        per_block = 4 * d * d + 2 * ff_mult * d * d + (4 * d if block_norms else 0)
+        total = V * d + (T * d if pos else 0) + (norm_size * d if final_norm else 0)
+        norms = norms_per_block * norm_size * d if block_norms else 0
+        per_block = 3 * d * d + (d * d if out_proj else 0) + 2 * ff_mult * d * d + norms
         if biases:
-            per_block += d + ff_mult * d + d
+            per_block += (d if out_proj else 0) + ff_mult * d + d
             if cfg.qkv_bias and qkv_bias_aware:
                 per_block += 3 * d
-        total += L * per_block
+        total += (1 if one_block else L) * per_block
         if not (cfg.tie_weights and tie_aware):
             total += V * d
         return total
@@ -51,6 +55,16 @@ def test_param_count_reference_passes(capsys):
     result = check_param_count(make_count())
     assert result.passed, problems_of(result)
     assert "124,412,160" in capsys.readouterr().out
+
+
+def test_param_count_from_a_built_model_passes():
+    def by_building(cfg):  # correct, written differently: build the model and count unique tensors
+        with torch.device("meta"):
+            model = GPTModel(cfg)
+        return sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
+
+    result = check_param_count(by_building)
+    assert result.passed, problems_of(result)
 
 
 def test_param_count_stub_fails():
@@ -66,6 +80,10 @@ def test_param_count_stub_fails():
     ({"qkv_bias_aware": False}, "query/key/value biases are missing"),
     ({"biases": False}, "the biases are missing"),
     ({"ff_mult": 1}, "4 x emb_dim wide"),
+    ({"one_block": True}, "only one block is counted"),
+    ({"out_proj": False}, "output projection (out_proj"),
+    ({"norms_per_block": 1}, "one LayerNorm per block is missing"),
+    ({"norm_size": 1}, "counted with a scale only"),
 ])
 def test_param_count_mistakes_are_named(mistake, fragment):
     assert_diagnosed(check_param_count(make_count(**mistake)), fragment)
@@ -142,11 +160,12 @@ def test_tie_doing_nothing_is_named():
 
 
 # --- check_forward_flops / check_training_flops --------------------------------------------------
-def make_forward(*, macs=False, attention=1.0, head=True, use_context=False, all_params=False, ff_mult=4):
+def make_forward(*, macs=False, attention=1.0, head=True, use_context=False, all_params=False, ff_mult=4,
+                 one_layer=False):
     """A learner's forward_flops_per_token with one planted mistake."""
 
     def flops(cfg, seq_len):
-        L, d, V = cfg.n_layers, cfg.emb_dim, cfg.vocab_size
+        L, d, V = 1 if one_layer else cfg.n_layers, cfg.emb_dim, cfg.vocab_size
         T = cfg.context_length if use_context else seq_len
         n = L * (4 * d * d + 2 * ff_mult * d * d) + (V * d if head else 0)
         if all_params:
@@ -175,6 +194,8 @@ def test_forward_stub_fails():
     ({"head": False}, "the output head is missing"),
     ({"all_params": True}, "every parameter was counted"),
     ({"ff_mult": 1}, "d -> 4d -> d"),
+    ({"one_layer": True}, "only one layer is counted"),
+    ({"attention": 1024}, "the attention term is for the whole sequence"),
 ])
 def test_forward_mistakes_are_named(mistake, fragment):
     assert_diagnosed(check_forward_flops(make_forward(**mistake)), fragment)

@@ -8,7 +8,8 @@ from gptcourse.generate import sample_next
 
 
 def make_sample_next(*, divide="logits", greedy_when_hot=False, keep=0, mask=float("-inf"),
-                     greedy_at_zero=True, keepdim=True, use_generator=True, top_k_on=True):
+                     greedy_at_zero=True, keepdim=True, use_generator=True, top_k_on=True,
+                     threshold="per row"):
     """A learner's sample_next with one planted mistake (the defaults are correct)."""
 
     def fn(logits, temperature=1.0, top_k=None, generator=None):
@@ -17,7 +18,10 @@ def make_sample_next(*, divide="logits", greedy_when_hot=False, keep=0, mask=flo
         if greedy_when_hot:
             return logits.argmax(dim=-1, keepdim=keepdim)
         if top_k is not None and top_k_on:
-            kth = torch.topk(logits, top_k + keep, dim=-1).values[:, -1:] if top_k + keep > 0 else None
+            values = torch.topk(logits, top_k + keep, dim=-1).values if top_k + keep > 0 else None
+            kth = {"per row": lambda: values[:, -1:], "row 0": lambda: values[0, -1],
+                   "flat": lambda: values[:, -1], "sort": lambda: torch.sort(  # correct, another way
+                       logits, dim=-1, descending=True).values[:, [top_k - 1]]}[threshold]()
             logits = logits.masked_fill(logits < kth, mask)
         if divide == "logits":
             probs = torch.softmax(logits / temperature, dim=-1)
@@ -31,6 +35,16 @@ def make_sample_next(*, divide="logits", greedy_when_hot=False, keep=0, mask=flo
     return fn
 
 
+def row0_probs(logits, temperature=1.0, top_k=None, generator=None):
+    """Samples every row from row 0's probabilities: identical rows hide it."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    if top_k is not None:
+        logits = logits.masked_fill(logits < torch.topk(logits, top_k).values[:, -1:], float("-inf"))
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return torch.multinomial(probs[0], len(logits), replacement=True, generator=generator)[:, None]
+
+
 def test_reference_passes():
     result = check_sample_next(sample_next)
     assert result.passed, result.problems
@@ -38,6 +52,11 @@ def test_reference_passes():
 
 def test_a_correct_variant_passes():
     result = check_sample_next(make_sample_next())
+    assert result.passed, result.problems
+
+
+def test_a_correct_variant_with_sort_passes():
+    result = check_sample_next(make_sample_next(threshold="sort"))
     assert result.passed, result.problems
 
 
@@ -63,6 +82,9 @@ def test_stub_fails():
         (make_sample_next(greedy_at_zero=False), "temperature 0 means greedy"),
         (make_sample_next(keepdim=False), "shape (B, 1)"),
         (make_sample_next(use_generator=False), "pass generator=generator"),
+        (make_sample_next(threshold="row 0"), "every row used row 0's k-th largest value"),
+        (make_sample_next(threshold="flat"), "the k-th largest value has the wrong shape"),
+        (row0_probs, "sampled from row 0's distribution"),
     ],
 )
 def test_mistakes_are_diagnosed(mistake, fragment):

@@ -96,7 +96,8 @@ def get_lr(step, max_lr, min_lr, warmup_iters, max_iters):
     return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (max_lr - min_lr)
 
 
-def schedule(*, le=False, warmup="ref", floor=True, from_warmup=True, cosine=True, clamp=True):
+def schedule(*, le=False, warmup="ref", floor=True, from_warmup=True, cosine=True, clamp=True,
+             over_max=False, zero_then_min=False, pi=math.pi):
     def fn(step, max_lr, min_lr, warmup_iters, max_iters):
         if (step <= warmup_iters) if le else (step < warmup_iters):
             if warmup == "zero":
@@ -106,9 +107,11 @@ def schedule(*, le=False, warmup="ref", floor=True, from_warmup=True, cosine=Tru
             return max_lr * (step + 1) / warmup_iters
         low = min_lr if floor else 0.0
         if clamp and step >= max_iters:
-            return low
+            return min_lr if zero_then_min else low
         progress = (step - warmup_iters) / (max_iters - warmup_iters) if from_warmup else step / max_iters
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if cosine else 1 - progress
+        if over_max:
+            progress = (step - warmup_iters) / max_iters
+        shape = 0.5 * (1 + math.cos(pi * progress)) if cosine else 1 - progress
         return low + shape * (max_lr - low)
 
     return fn
@@ -137,7 +140,9 @@ def test_lr_schedule_stub_fails():
         (schedule(from_warmup=False), "count from the end of warm-up"),
         (schedule(cosine=False), "straight line"),
         (schedule(clamp=False), "rises again"),
-        (lambda step, max_lr, min_lr, warmup_iters, max_iters: 0.5 * max_lr, "gave 0.5000"),
+        (lambda step, max_lr, min_lr, warmup_iters, max_iters: 0.5 * max_lr, "just before max_iters"),
+        (schedule(over_max=True), "measured over max_iters"),
+        (schedule(floor=False, zero_then_min=True), "goes below min_lr"),
         (lambda step, max_lr, min_lr, warmup_iters, max_iters: torch.ones(2), "should return a number"),
     ],
 )
@@ -145,3 +150,50 @@ def test_lr_schedule_mistakes_are_diagnosed(mistake, fragment):
     result = check_lr_schedule(mistake)
     assert not result.passed
     assert any(fragment in p for p in result.problems), result.problems
+
+
+def test_lr_schedule_several_mistakes_at_once_are_all_named():
+    problems = check_lr_schedule(schedule(floor=False, from_warmup=False, le=True)).problems
+    for fragment in ("ends at 0, not at min_lr", "count from the end of warm-up", "end of warm-up"):
+        assert any(fragment in p for p in problems), problems
+
+
+def test_lr_schedule_fallback_prints_enough_digits_to_differ():
+    # pi rounded to 3.141 changes the rate only in the fourth or fifth decimal.
+    problems = check_lr_schedule(schedule(pi=3.141)).problems
+    assert len(problems) == 1, problems
+    got, expected = problems[0].split(" gave ")[1].split(", expected ")
+    assert got != expected and float(got) != float(expected), problems
+
+
+def test_lr_schedule_with_a_different_but_correct_form_passes():
+    def written_differently(step, max_lr, min_lr, warmup_iters, max_iters):
+        if step < warmup_iters:
+            return (step + 1) * max_lr / warmup_iters
+        progress = min(1.0, (step - warmup_iters) / (max_iters - warmup_iters))
+        return max_lr - (max_lr - min_lr) * (1 - math.cos(math.pi * progress)) / 2
+
+    result = check_lr_schedule(written_differently)
+    assert result.passed, result.problems
+
+
+def loss_after_the_update(model, optimizer, x, y, grad_clip=1.0):
+    train_step(model, optimizer, x, y, grad_clip)
+    return calc_loss_batch(model, x, y).item()
+
+
+def test_train_step_loss_after_the_update_is_named():
+    result = check_train_step(loss_after_the_update)
+    assert any("the loss after the update" in p for p in result.problems), result.problems
+
+
+def test_train_step_wrong_first_update_does_not_blame_the_loss():
+    calls = []
+
+    def first_step_unclipped(model, optimizer, x, y, grad_clip=1.0):
+        calls.append(1)
+        return train_step(model, optimizer, x, y, 1e9 if len(calls) == 1 else grad_clip)
+
+    result = check_train_step(first_step_unclipped)
+    assert not result.passed
+    assert not any("returned" in p for p in result.problems), result.problems

@@ -28,6 +28,25 @@ FAIL_MARK = "❌"
 NOT_WRITTEN = "not written yet. Replace `raise NotImplementedError` with your code."
 
 
+# Common torch errors that no check's own table explains: what they usually mean in learner code.
+# Tried last; the diagnosis keeps torch's first line, so nothing the learner needs is lost.
+TORCH_ERRORS = {
+    "cannot be multiplied": "a matrix product got shapes that do not fit: the last dimension of "
+        "the left operand must equal the first (or second-to-last) of the right one",
+    "must match the size of tensor": "two tensors in one elementwise operation have shapes that "
+        "do not broadcast: print the shapes and line up the dimensions (keepdim=True, or a "
+        "(B, 1) column)",
+    "Sizes of tensors must match except in dimension": "torch.cat got tensors whose other "
+        "dimensions differ: check the dimension you join on",
+    "view size is not compatible": "the tensor is not contiguous (after transpose or permute): "
+        "call .contiguous() before .view, or use .reshape",
+    "Dimension out of range": "a dim= argument names a dimension the tensor does not have: "
+        "count dimensions from the end (dim=-1)",
+    "expected scalar type": "two tensors have different dtypes: convert one (for example "
+        ".float() or .long()) before combining them",
+}
+
+
 class StopCheck(Exception):
     """Raised inside a check to end it early (the finding is already recorded)."""
 
@@ -96,6 +115,10 @@ class Check:
             for key, diagnosis in [*(known or {}).items(), *self.known.items()]:
                 if isinstance(key, type) and isinstance(exc, key) or isinstance(key, str) and key in str(exc):
                     self.stop(f"{what} raised {type(exc).__name__}: {diagnosis}")
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            for key, diagnosis in TORCH_ERRORS.items():
+                if key in str(exc):
+                    self.stop(f"{what} raised {type(exc).__name__}: {diagnosis} ({first_line})")
             self.stop(f"{what} raised {type(exc).__name__}: {exc}")
 
     def copy_weights(self, module, reference, hint: str) -> None:

@@ -9,6 +9,7 @@ import torch.nn as nn
 
 from ..attention import causal_attention_weights, causal_mask, merge_heads, split_heads
 from . import Check, close, diagnose, shape_of
+from .head_dropout import examine_head_dropout
 
 NEG_INF = float("-inf")
 
@@ -166,7 +167,7 @@ def check_head(head_class) -> Check:
                                 "self.mask[:T, :T] with T = x.size(1)"})
         check.expect(close(short, expected[:, :5]), "works on sequences shorter than context_length",
                      "with 5 tokens the output differs: cut the mask with self.mask[:T, :T]")
-        _check_head_dropout(check, head_class, x, out)
+        examine_head_dropout(check, head_class, x, out, sizes=(D_IN, HEAD_SIZE, CONTEXT))
     return check
 
 
@@ -207,29 +208,6 @@ def _leak(head: nn.Module, x: torch.Tensor) -> str | None:
         return None
     return ("changing token 5 changed the outputs of earlier tokens: they can see the future. "
             "Mask every score above the diagonal") if leaks else None
-
-
-def _check_head_dropout(check: Check, head_class, x: torch.Tensor, no_dropout_out: torch.Tensor) -> None:
-    torch.manual_seed(0)  # the same initial weights as the head above
-    head = check.call(f"Head({D_IN}, {HEAD_SIZE}, {CONTEXT}, dropout=0.5)",
-                    head_class, D_IN, HEAD_SIZE, CONTEXT, 0.5)
-    head.eval()
-    first = check.call("head(x) in eval mode", head, x)
-    again = head(x)
-    if not (close(first, again) and close(first, no_dropout_out)):
-        check.stop("dropout is active in eval mode: use self.dropout = nn.Dropout(dropout) (a module "
-                   "that model.eval() switches off), not F.dropout(..., training=True)")
-    check.ok("in eval mode nothing is dropped: the output is the same as without dropout")
-    head.train()
-    dropped = head(x)
-    if close(dropped, first):
-        check.fail("with dropout=0.5 in training mode nothing changed: apply self.dropout to the "
-                   "attention weights (after the softmax, before @ v)")
-    elif torch.all(torch.isclose(dropped, 2 * first) | (dropped == 0)):
-        check.fail("dropout is applied to the head's output: apply it to the attention weights, "
-                   "after the softmax and before @ v")
-    else:
-        check.ok("in training mode dropout drops attention weights")
 
 
 # --- splitting and merging heads ---------------------------------------------------------------------

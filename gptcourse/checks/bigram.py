@@ -62,6 +62,8 @@ def _counting_mistakes(train_ids, eval_ids, vocab_size, smoothing, ref) -> dict:
             lambda: _nll_variant(*args, log=torch.log2),
         "the log has the wrong base (log10): use the natural log, torch.log":
             lambda: _nll_variant(*args, log=torch.log10),
+        "the table was counted from eval_ids: count the pairs of train_ids, then score the "
+        "pairs of eval_ids with it": lambda: _counting_reference(eval_ids, eval_ids, vocab_size, smoothing),
         "smoothing seems fixed at 1: add the `smoothing` argument to every count":
             lambda: _counting_reference(train_ids, eval_ids, vocab_size, 1.0),
     }
@@ -218,6 +220,17 @@ def _generate_variant(model, idx, max_new_tokens, generator, *, pick="sample", f
     return out
 
 
+# Raw torch errors from appending the new token the wrong way, and the likely mistake.
+GENERATE_CAT_ERRORS = {
+    "must match except in dimension 0": "torch.cat joined on the wrong dimension: the new tokens "
+        "are a column (B, 1), so append them along the time dimension, "
+        "torch.cat((idx, idx_next), dim=1)",
+    "must have same number of dimensions": "the new token ids have lost a dimension: keep them as a "
+        "(B, 1) column (torch.multinomial(probs, 1) already gives one; don't squeeze it) before "
+        "torch.cat((idx, idx_next), dim=1)",
+}
+
+
 def check_generate(generate_fn) -> Check:
     """Check generate(model, idx, max_new_tokens, generator=None) against the reference sampler."""
     with Check("generate") as check:
@@ -236,7 +249,8 @@ def check_generate(generate_fn) -> Check:
                                 "element < 0": "torch.multinomial needs probabilities, not logits: "
                                                "apply F.softmax(logits, dim=-1) first",
                                 "prob_dist must be 1 or 2 dim": "take the last position's scores, "
-                                                                "logits[:, -1, :], before sampling"})
+                                                                "logits[:, -1, :], before sampling",
+                                **GENERATE_CAT_ERRORS})
 
         out = run(N, seed=0)
         if not isinstance(out, torch.Tensor):

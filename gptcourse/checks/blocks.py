@@ -39,6 +39,12 @@ def _block_variant(block: TransformerBlock, x: torch.Tensor, kind: str) -> torch
     if kind == "dropout after add":
         h = drop(x + att(n1(x)))
         return drop(h + ff(n2(h)))
+    if kind == "attention branch only":
+        h = x + drop(att(n1(x)))
+        return h + ff(n2(h))
+    if kind == "feed-forward branch only":
+        h = x + att(n1(x))
+        return h + drop(ff(n2(h)))
     if kind == "no dropout":
         h = x + att(n1(x))
         return h + ff(n2(h))
@@ -126,6 +132,12 @@ def _check_block_dropout(check: Check, block_class) -> None:
                            "each branch (it only acts in training mode)"),
             ("dropout after add", "dropout is applied after adding the shortcut: drop only the "
                                   "branch, x = x + self.drop_shortcut(self.att(self.norm1(x)))"),
+            ("attention branch only", "drop_shortcut is applied to the attention branch only: "
+                                      "the feed-forward branch needs it too, "
+                                      "x = x + self.drop_shortcut(self.ff(self.norm2(x)))"),
+            ("feed-forward branch only", "drop_shortcut is applied to the feed-forward branch only: "
+                                         "the attention branch needs it too, "
+                                         "x = x + self.drop_shortcut(self.att(self.norm1(x)))"),
         ]:
             torch.manual_seed(12)
             variants[message] = _block_variant(ref, x, kind)

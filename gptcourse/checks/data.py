@@ -28,11 +28,9 @@ def check_char_tokenizer(tokenizer_class) -> Check:
         expected = reference.encode("hello")
         if ids == expected:
             check.ok(f"encode('hello') == {ids}: ids follow the sorted vocabulary")
-        elif len(ids) == 5 and len(set(ids)) == 4 and ids[2] == ids[3]:
-            check.fail(f"encode('hello') gave {ids}, expected {expected}: the ids look consistent but "
-                       f"the vocabulary is not sorted. Use sorted(set(text)) so ids never change between runs")
         else:
-            check.fail(f"encode('hello') gave {ids}, expected {expected}")
+            check.fail(f"encode('hello') gave {ids}, expected {expected}: "
+                       + _encode_mistake(ids, expected, reference))
         text = check.call("decode(encode(text))", lambda: tok.decode(tok.encode(SAMPLE_TEXT)))
         if text == SAMPLE_TEXT:
             check.ok("decode(encode(text)) gives the text back, Korean included")
@@ -44,6 +42,25 @@ def check_char_tokenizer(tokenizer_class) -> Check:
             check.fail(f"decode(encode(text)) gave {text!r}, expected {SAMPLE_TEXT!r}")
         _check_unknown_character(check, tok)
     return check
+
+
+def _encode_mistake(ids: list[int], expected: list[int], reference: CharTokenizer) -> str:
+    """Name the likely mistake behind ids that differ from the sorted vocabulary's."""
+    shift = ids[0] - expected[0]
+    if len(ids) == len(expected) and all(i - e == shift for i, e in zip(ids, expected)):
+        return (f"every id is off by {shift:+d}: number the characters from 0, "
+                f"{{ch: i for i, ch in enumerate(chars)}}")
+    reverse = [reference.vocab_size - 1 - e for e in expected]
+    if ids == reverse:
+        return "the vocabulary is sorted backwards: use sorted(set(text)), smallest character first"
+    with_repeats = {ch: i for i, ch in enumerate(sorted(SAMPLE_TEXT))}
+    if ids == [with_repeats[ch] for ch in "hello"] or max(ids, default=0) >= reference.vocab_size:
+        return (f"id {max(ids)} is beyond the {reference.vocab_size} distinct characters: build the "
+                f"vocabulary from the distinct characters, sorted(set(text)), not sorted(text)")
+    if len(ids) == 5 and len(set(ids)) == 4 and ids[2] == ids[3]:
+        return ("the ids look consistent but the vocabulary is not sorted. "
+                "Use sorted(set(text)) so ids never change between runs")
+    return "one id per character, its position in sorted(set(text))"
 
 
 def _check_unknown_character(check: Check, tok) -> None:
@@ -118,6 +135,10 @@ def _check_generator_used(check: Check, get_batch_fn) -> None:
                   generator=torch.Generator().manual_seed(7))
     second = check.call("get_batch(..., generator=g)", get_batch_fn, data, 8, 4,
                    generator=torch.Generator().manual_seed(7))
+    rows = first[0] if isinstance(first, tuple) and isinstance(first[0], torch.Tensor) else None
+    if rows is not None and rows.dim() == 2 and bool((rows == rows[:1]).all()):
+        check.stop("every row of the batch is the same window: draw batch_size random starts, "
+                   "one per row (torch.randint(..., (batch_size,)))")
     check.expect(torch.equal(first[0], second[0]),
                  "the same seeded generator gives the same batch",
                  "two generators with the same seed gave different batches: the generator is "
@@ -177,6 +198,9 @@ def check_sliding_window_dataset(dataset_class) -> Check:
                            f"target holds exactly context_length={context_length} ids")
             if _all_equal(xs, ys):
                 check.stop("targets equal inputs: the target window must be shifted by one token")
+            if stride != 1 and _all_equal(xs, [ids[i:i + context_length] for i in range(n)]):
+                check.stop(f"__getitem__ ignores the stride: window i starts at i * stride "
+                           f"(here {stride}), not at i")
             if _all_equal(xs, ref_x):
                 check.stop("the inputs are right but the targets are not: target i is the input "
                            "shifted by one, ids[start + 1 : start + context_length + 1]")

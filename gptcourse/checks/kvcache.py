@@ -20,6 +20,12 @@ WRONG_DIM = ("torch.cat on the wrong dimension: keys and values are (B, n_heads,
 CACHE_ERRORS = {"Sizes of tensors must match except in dimension": WRONG_DIM}  # a failing torch.cat
 
 
+def _learner_name(fn, default: str) -> str:
+    """The name the learner gave the function (a lambda has none: use the notebook's name)."""
+    name = getattr(fn, "__name__", "")
+    return name if name.isidentifier() else default
+
+
 def _span(start: int, stop: int) -> str:
     return f"token {start}" if stop == start + 1 else f"tokens {start}..{stop - 1}"
 
@@ -62,7 +68,8 @@ ATTENTION_MISTAKES = {
 
 def check_attention_with_cache(attention_fn) -> Check:
     """Check attention_fn(att, x, past_k, past_v) -> (out, keys, values) against full attention."""
-    with Check("attention_with_cache", known=CACHE_ERRORS) as check:
+    name = _learner_name(attention_fn, "attention_with_cache")
+    with Check(name, known=CACHE_ERRORS) as check:
         model = _sample_model()
         att = model.trf_blocks[0].att
         x = torch.randn(2, 8, CFG.emb_dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -70,7 +77,7 @@ def check_attention_with_cache(attention_fn) -> Check:
             full = att(x)  # (B, 8, C): what attention over the whole sequence gives
             past_k = past_v = None
             for start, stop in [(0, 4), (4, 5), (5, 8)]:
-                what = f"attention_fn(att, x[:, {start}:{stop}], past_k, past_v)"
+                what = f"{name}(att, x[:, {start}:{stop}], past_k, past_v)"
                 result = check.call(what, attention_fn, att, x[:, start:stop], past_k, past_v)
                 if not (isinstance(result, tuple) and len(result) == 3):
                     check.stop(f"{what} should return a tuple (out, keys, values)")
@@ -130,14 +137,15 @@ STEPS = [(0, 5), (5, 6), (6, 9), (9, 10)]
 
 def check_forward_with_cache(forward_fn) -> Check:
     """Check forward_fn(model, idx_new, cache) -> logits against the uncached model."""
-    with Check("forward_with_cache", known=CACHE_ERRORS) as check:
+    name = _learner_name(forward_fn, "forward_with_cache")
+    with Check(name, known=CACHE_ERRORS) as check:
         model = _sample_model()
         idx = torch.randint(0, CFG.vocab_size, (2, 10), generator=torch.Generator().manual_seed(2))
         with torch.no_grad():
             full = model(idx)  # (B, 10, V)
             cache = KVCache(CFG.n_layers)
             for start, stop in STEPS:
-                what = f"forward_fn(model, idx[:, {start}:{stop}], cache)"
+                what = f"{name}(model, idx[:, {start}:{stop}], cache)"
                 logits = check.call(what, forward_fn, model, idx[:, start:stop], cache)
                 want = (2, stop - start, CFG.vocab_size)
                 if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != want:
@@ -150,7 +158,7 @@ def check_forward_with_cache(forward_fn) -> Check:
                     continue
                 check.stop(f"{what}: " + diagnose(logits, _forward_mistakes(model, idx, start, stop),
                                                   default="the logits differ from model(idx)"))
-            _check_generation(check, forward_fn, model)
+            _check_generation(check, forward_fn, model, name)
     return check
 
 
@@ -165,17 +173,17 @@ def _forward_mistakes(model: GPTModel, idx, start: int, stop: int) -> dict:
     return {message: (lambda kw=kw: replay(kw)) for message, kw in FORWARD_MISTAKES.items()}
 
 
-def _check_generation(check: Check, forward_fn, model: GPTModel) -> None:
+def _check_generation(check: Check, forward_fn, model: GPTModel, name: str) -> None:
     """Greedy generation through forward_fn gives exactly generate_text_simple's tokens."""
     prompt = torch.randint(0, CFG.vocab_size, (1, 3), generator=torch.Generator().manual_seed(3))
     expected = generate_text_simple(model, prompt, 8)
     cache, idx = KVCache(CFG.n_layers), prompt
-    logits = forward_fn(model, prompt, cache)
+    what = f"greedy generation with {name}"
+    logits = check.call(what, forward_fn, model, prompt, cache)
     for _ in range(8):
         next_id = logits[:, -1].argmax(dim=-1, keepdim=True)
         idx = torch.cat([idx, next_id], dim=1)
-        logits = forward_fn(model, next_id, cache)
-    check.expect(torch.equal(idx, expected), "greedy generation with your cached step gives exactly "
-                 "generate_text_simple's tokens", "greedy generation with your cached step differs "
+        logits = check.call(what, forward_fn, model, next_id, cache)
+    check.expect(torch.equal(idx, expected), f"greedy generation with {name} gives exactly "
+                 "generate_text_simple's tokens", f"greedy generation with {name} differs "
                  "from generate_text_simple")
-

@@ -60,6 +60,12 @@ def _layernorm_mistakes(x: torch.Tensor) -> dict:
         "last dimension (dim=-1), each token on its own": _norm(x, dim=0),
         "the statistics are taken over the whole tensor: pass dim=-1 (and keepdim=True) "
         "so that each token's vector is normalised on its own": _norm(x, dim=all_dims),
+        "this uses x.std(), which is unbiased (divides by n - 1), with eps outside the square root: "
+        "use torch.sqrt(x.var(dim=-1, keepdim=True, unbiased=False) + eps)":
+            _norm(x, unbiased=True, eps_inside=False),
+        **{f"eps is {eps:g}, not the eps given to __init__ (1e-5 by default): store it as self.eps "
+           f"and use torch.sqrt(var + self.eps)": (lambda eps=eps: _norm(x, eps=eps))
+           for eps in (1e-6, 1e-8, 1e-12, 1e-3)},
         "the mean is not subtracted: compute (x - mean) / sqrt(var + eps)": _norm(x, center=False),
         "it divides by the variance, not by its square root (the standard deviation)":
             _norm(x, sqrt=False),
@@ -190,6 +196,27 @@ def _gelu_mistakes(x: torch.Tensor) -> dict:
     }
 
 
+def _gelu_constants(x: torch.Tensor, out: torch.Tensor) -> str | None:
+    """If `out` is 0.5 x (1 + tanh(a x + c x^3)) with other constants, name the mistyped one."""
+    x, out = x.double(), out.detach().double()
+    inner = out / (0.5 * x) - 1  # tanh(a x + c x^3) where x != 0
+    usable = (x.abs() > 0.1) & (inner.abs() < 0.999)
+    if usable.sum() < 10:
+        return None
+    xs, t = x[usable], torch.atanh(inner[usable])
+    design = torch.stack([xs, xs**3], dim=1)
+    a, c = torch.linalg.lstsq(design, t[:, None]).solution.flatten().tolist()
+    if not torch.allclose(design @ torch.tensor([a, c], dtype=torch.double), t, atol=1e-3) or a == 0:
+        return None  # not of this form: another mistake
+    cubic = c / a
+    if not math.isclose(a, SQRT_2_OVER_PI, rel_tol=1e-3):
+        return (f"the constant in front is {a:.4g}: it should be sqrt(2 / pi) ≈ 0.7979 "
+                f"(math.sqrt(2 / math.pi))")
+    if not math.isclose(cubic, 0.044715, rel_tol=1e-4):
+        return f"the cubic coefficient is {cubic:.4g}: it should be 0.044715 (check the digits)"
+    return None
+
+
 def check_gelu(gelu) -> Check:
     """Check a learner's GELU: an nn.Module class (or any function of a tensor)."""
     with Check("GELU", seed=0, known=LAYER_ERRORS) as check:
@@ -205,7 +232,7 @@ def check_gelu(gelu) -> Check:
             if close(out, reference(x), atol=1e-5):
                 check.ok("matches nn.GELU(approximate='tanh') from -6 to 6")
             else:
-                check.stop(diagnose(out, _gelu_mistakes(x), atol=1e-5, default=(
+                check.stop(diagnose(out, _gelu_mistakes(x), atol=1e-5, default=_gelu_constants(x, out) or (
                     "the values differ from GELU's tanh approximation: "
                     "0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))")))
             grid = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(7)) * 3

@@ -68,6 +68,13 @@ def _count_mistakes(cfg: GPTConfig, ref: int) -> dict[str, float]:
     else:
         mistakes["the query/key/value projections have no bias here (qkv_bias=False)"] = ref + L * 3 * d
     mistakes["the biases are missing: out_proj and both feed-forward layers have biases"] = ref - linear_biases
+    block = (ref - V * d - T * d - 2 * d - (0 if cfg.tie_weights else head)) // L
+    mistakes["only one block is counted: multiply the per-block count by n_layers"] = ref - (L - 1) * block
+    mistakes["the output projection (out_proj, emb_dim x emb_dim plus a bias) is missing from "
+             "each block"] = ref - L * (d * d + d)
+    mistakes["one LayerNorm per block is missing: each block has two (norm1 and norm2)"] = ref - 2 * d * L
+    mistakes["each LayerNorm is counted with a scale only: it has a shift too, 2 x emb_dim"] = (
+        ref - d * (2 * L + 1))
     mistakes["the feed-forward hidden layer is 4 x emb_dim wide: d -> 4d -> d"] = (
         ref - L * (8 * d * d + 4 * d) + L * (2 * d * d + d))
     return mistakes
@@ -171,6 +178,10 @@ def _forward_mistakes(cfg: GPTConfig, T: int, ref: int) -> dict[str, float]:
         "every parameter was counted: embeddings are lookups, not matmuls; count the matmul "
         "weights (12·L·d² + V·d)": 2 * all_params + _attention(cfg, T),
         "the feed-forward is d -> 4d -> d: 16·d² FLOPs per layer": ref - L * 12 * d * d,
+        "only one layer is counted: the 24·d² of each block and its attention term repeat n_layers "
+        "times": ref - (L - 1) * (24 * d * d + 4 * T * d),
+        "the attention term is for the whole sequence (seq_len² ...): per token it is "
+        "4·n_layers·seq_len·emb_dim": ref - _attention(cfg, T) + T * _attention(cfg, T),
     }
 
 

@@ -25,12 +25,22 @@ def _top_k(logits: torch.Tensor, k: int, fill: float = float("-inf")) -> torch.T
     return out
 
 
+# Raw torch errors that a top-k threshold of the wrong shape (or a wrong gather) gives.
+SAMPLING_ERRORS = {
+    "must match the size of tensor": "the k-th largest value has the wrong shape to compare with "
+        "logits (B, V): keep one threshold per row as a column, "
+        "torch.topk(logits, k).values[:, [-1]] (shape (B, 1))",
+    "probability tensor contains": "some row has no token left to sample (all -inf, or NaN): "
+        "compute each row's own k-th largest value and keep logits >= it",
+}
+
+
 def _draw(check: Check, fn, what: str, temperature: float, top_k: int | None, seed: int = 0):
     """N_SAMPLES draws for one row of LOGITS; returns the frequency of each token."""
     logits = LOGITS.expand(N_SAMPLES, -1).clone()  # (N, V): the same scores in every row
     torch.manual_seed(seed)  # in case the learner's code uses the global RNG
     ids = check.call(what, fn, logits, temperature=temperature, top_k=top_k,
-                     generator=torch.Generator().manual_seed(seed))
+                     generator=torch.Generator().manual_seed(seed), known=SAMPLING_ERRORS)
     ids = _as_ids(check, ids, what, N_SAMPLES)
     return torch.bincount(ids.flatten(), minlength=len(LOGITS)).double() / N_SAMPLES
 
@@ -61,6 +71,7 @@ def check_sample_next(sample_next) -> Check:
         _check_generator(check, sample_next)
         _check_temperature(check, sample_next)
         _check_top_k(check, sample_next)
+        _check_rows_differ(check, sample_next)
     return check
 
 
@@ -90,10 +101,13 @@ def _check_greedy(check: Check, fn) -> None:
 
 def _check_generator(check: Check, fn) -> None:
     logits = LOGITS.expand(50, -1).clone()
+    what = "sample_next(logits, temperature=1.0, generator=seeded)"
     torch.manual_seed(1)
-    a = fn(logits, temperature=1.0, top_k=None, generator=torch.Generator().manual_seed(5))
+    a = check.call(what, fn, logits, temperature=1.0, top_k=None,
+                   generator=torch.Generator().manual_seed(5), known=SAMPLING_ERRORS)
     torch.manual_seed(2)  # a different global state: only the generator should matter
-    b = fn(logits, temperature=1.0, top_k=None, generator=torch.Generator().manual_seed(5))
+    b = check.call(what, fn, logits, temperature=1.0, top_k=None,
+                   generator=torch.Generator().manual_seed(5), known=SAMPLING_ERRORS)
     a, b = _as_ids(check, a, "sample_next", 50), _as_ids(check, b, "sample_next", 50)
     check.expect(torch.equal(a, b), "the same seeded generator gives the same samples",
                  "two generators with the same seed gave different samples: pass "
@@ -161,3 +175,44 @@ def _check_top_k(check: Check, fn) -> None:
                  "temperature and top-k work together",
                  f"with temperature 0.5 and top_k={k} the samples are off: filter to the top k, "
                  f"divide by the temperature, then softmax and sample")
+
+
+# Rows with different scores: a permutation and a shift of LOGITS each, so that each row has its
+# own top-k tokens and its own k-th largest value.
+ROW_PERMUTATIONS = [[0, 1, 2, 3, 4, 5], [5, 3, 1, 0, 2, 4], [2, 4, 5, 1, 0, 3]]
+ROW_SHIFTS = [0.0, 2.0, -0.75]
+
+
+def _rows() -> torch.Tensor:
+    rows = torch.zeros(len(ROW_SHIFTS), len(LOGITS))
+    for r, (perm, shift) in enumerate(zip(ROW_PERMUTATIONS, ROW_SHIFTS)):
+        rows[r, perm] = LOGITS + shift  # token perm[i] gets the i-th largest score
+    return rows
+
+
+def _check_rows_differ(check: Check, fn) -> None:
+    """Each row of a batch keeps its own top k: catches a threshold taken from row 0 only."""
+    k, rows = 3, _rows()
+    n = N_SAMPLES // len(rows)
+    logits = rows.repeat_interleave(n, dim=0)  # (3n, V): n copies of each row, in blocks
+    what = f"sample_next on rows with different scores, top_k={k}"
+    torch.manual_seed(0)
+    ids = check.call(what, fn, logits.clone(), temperature=1.0, top_k=k,
+                     generator=torch.Generator().manual_seed(0), known=SAMPLING_ERRORS)
+    ids = _as_ids(check, ids, what, len(logits))
+    for r, row in enumerate(rows):
+        freq = torch.bincount(ids[r * n:(r + 1) * n].flatten(), minlength=len(LOGITS)).double() / n
+        kth = row.topk(k).values[-1]
+        if _tv(freq, torch.softmax(row.masked_fill(row < kth, float("-inf")), dim=-1)) <= CLOSE:
+            continue
+        row0_kth = rows[0].topk(k).values[-1]
+        if _tv(freq, torch.softmax(row.masked_fill(row < row0_kth, float("-inf")), dim=-1)) <= CLOSE:
+            check.stop(f"row {r} kept {int((row >= row0_kth).sum())} tokens, not {k}: every row used "
+                       f"row 0's k-th largest value. Take one threshold per row, "
+                       f"torch.topk(logits, k).values[:, [-1]] (shape (B, 1))")
+        if _tv(freq, _softmax(rows[0].masked_fill(rows[0] < row0_kth, float("-inf")))) <= CLOSE:
+            check.stop(f"row {r} sampled from row 0's distribution: sample each row from its own "
+                       f"probabilities, torch.multinomial(probs, 1) on the whole (B, V) tensor")
+        check.stop(f"row {r} of a batch whose rows differ gave the wrong tokens: each row must keep "
+                   f"its own {k} largest logits (compare with a (B, 1) column of thresholds)")
+    check.ok(f"each row of a batch keeps its own top {k} tokens, even when rows differ")

@@ -78,15 +78,21 @@ def check_train_step(train_step) -> Check:
         gen = torch.Generator().manual_seed(1)
         batches = [(torch.randint(8, (2, 4), generator=gen), torch.randint(8, (2, 4), generator=gen))
                    for _ in range(2)]
-        ref_losses, ref_state = _run_steps(_step_variant, copy.deepcopy(start), batches)
+        _, ref_state = _run_steps(_step_variant, copy.deepcopy(start), batches)
 
         def learner(model, optimizer, x, y, grad_clip):
             step = len(losses) + 1
+            with torch.no_grad():  # the loss this step should return, on the learner's own weights
+                expected_losses.append(calc_loss_batch(model, x, y).item())
             losses.append(check.call(f"train_step (step {step})", train_step, model, optimizer, x, y,
                                      grad_clip))
+            with torch.no_grad():
+                after_losses.append(calc_loss_batch(model, x, y).item())
             return losses[-1]
 
         losses: list = []
+        expected_losses: list[float] = []
+        after_losses: list[float] = []
         _, state = _run_steps(learner, copy.deepcopy(start), batches)
         if _all_close(state[:n], ref_state[:n]):
             check.ok("two steps change the weights exactly as zero_grad, backward, clip, step should")
@@ -102,11 +108,13 @@ def check_train_step(train_step) -> Check:
                            if unchanged else
                            "the weights changed, but not as expected: zero_grad, loss = "
                            "calc_loss_batch(model, x, y), loss.backward(), clip, optimizer.step()")
-        _check_returned_loss(check, losses, ref_losses)
+        # Compared with the loss of the learner's own weights before each step, so that a wrong
+        # first update is not blamed on the returned loss of the second.
+        _check_returned_loss(check, losses, expected_losses, after_losses)
     return check
 
 
-def _check_returned_loss(check: Check, losses: list, ref_losses: list[float]) -> None:
+def _check_returned_loss(check: Check, losses: list, expected: list[float], after: list[float]) -> None:
     if any(isinstance(loss, torch.Tensor) for loss in losses):
         check.fail("train_step returned a tensor: return loss.item(), a plain float that holds "
                    "no graph (keeping graphs around for a log wastes memory)")
@@ -114,9 +122,14 @@ def _check_returned_loss(check: Check, losses: list, ref_losses: list[float]) ->
     if not all(isinstance(loss, numbers.Real) for loss in losses):
         check.fail(f"train_step should return the loss as a float, got {type(losses[0]).__name__}")
         return
-    check.expect(close(losses, ref_losses), "the returned loss is the batch's loss before the update",
-                 f"train_step returned {[round(v, 4) for v in losses]}, expected "
-                 f"{[round(v, 4) for v in ref_losses]}: return the loss computed on (x, y)")
+    if close(losses, expected):
+        check.ok("the returned loss is the batch's loss before the update")
+    elif close(losses, after):
+        check.fail("train_step returned the loss after the update: return the loss computed on "
+                   "(x, y) before optimizer.step()")
+    else:
+        check.fail(f"train_step returned {[round(v, 4) for v in losses]}, expected "
+                   f"{[round(v, 4) for v in expected]}: return the loss computed on (x, y)")
 
 
 # --- the learning-rate schedule -------------------------------------------------------------------
@@ -125,7 +138,7 @@ STEPS = list(range(0, 131))
 
 
 def _schedule(warmup="ref", decay="cosine", floor="min", start="warmup", clamp=True):
-    """lr_at with one planted change, for the same ARGS."""
+    """lr_at with one or more planted changes, for the same ARGS."""
     max_lr, min_lr, w, m = ARGS["max_lr"], ARGS["min_lr"], ARGS["warmup_iters"], ARGS["max_iters"]
 
     def fn(step):
@@ -135,7 +148,8 @@ def _schedule(warmup="ref", decay="cosine", floor="min", start="warmup", clamp=T
                     "plus_one": max_lr * (step + 1) / (w + 1)}[warmup]
         if step >= m and clamp:
             return min_lr if floor == "min" else 0.0
-        progress = (step - w) / (m - w) if start == "warmup" else step / m
+        progress = {"warmup": (step - w) / (m - w), "zero": step / m,
+                    "over_max": (step - w) / m}[start]
         low = min_lr if floor == "min" else 0.0
         shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
         return low + shape * (max_lr - low)
@@ -143,22 +157,60 @@ def _schedule(warmup="ref", decay="cosine", floor="min", start="warmup", clamp=T
     return [fn(s) for s in STEPS]
 
 
-SCHEDULE_MISTAKES = {
-    "off by one at the end of warm-up: with step <= warmup_iters the last warm-up step overshoots "
-    "max_lr. Use step < warmup_iters, so step warmup_iters starts the cosine at max_lr":
-        {"warmup": "le"},
-    "off by one in the warm-up: max_lr * step / warmup_iters starts at 0 (the first step learns "
-    "nothing) and peaks one step late. Use (step + 1) / warmup_iters": {"warmup": "zero"},
-    "off by one in the warm-up: (step + 1) / (warmup_iters + 1) never quite reaches max_lr. "
-    "Use (step + 1) / warmup_iters": {"warmup": "plus_one"},
-    "the decay ends at 0, not at min_lr: min_lr + 0.5 * (1 + cos(pi * progress)) * (max_lr - min_lr)":
-        {"floor": "zero"},
-    "the decay's progress should count from the end of warm-up: "
-    "progress = (step - warmup_iters) / (max_iters - warmup_iters)": {"start": "zero"},
-    "the decay is a straight line: use the cosine 0.5 * (1 + cos(pi * progress))": {"decay": "linear"},
-    "after max_iters the learning rate rises again: return min_lr once step >= max_iters":
-        {"clamp": False},
+# Each planted change, described on its own; a learner's schedule may hold several at once.
+SCHEDULE_CHANGES = {
+    ("warmup", "le"): "off by one at the end of warm-up: with step <= warmup_iters the last warm-up "
+        "step overshoots max_lr. Use step < warmup_iters, so step warmup_iters starts the cosine at max_lr",
+    ("warmup", "zero"): "off by one in the warm-up: max_lr * step / warmup_iters starts at 0 (the "
+        "first step learns nothing) and peaks one step late. Use (step + 1) / warmup_iters",
+    ("warmup", "plus_one"): "off by one in the warm-up: (step + 1) / (warmup_iters + 1) never quite "
+        "reaches max_lr. Use (step + 1) / warmup_iters",
+    ("floor", "zero"): "the decay ends at 0, not at min_lr: "
+        "min_lr + 0.5 * (1 + cos(pi * progress)) * (max_lr - min_lr)",
+    ("start", "zero"): "the decay's progress should count from the end of warm-up: "
+        "progress = (step - warmup_iters) / (max_iters - warmup_iters)",
+    ("start", "over_max"): "the decay's progress is measured over max_iters, so it never reaches 1 "
+        "and the rate never gets down to min_lr: divide by the length of the decay, "
+        "progress = (step - warmup_iters) / (max_iters - warmup_iters)",
+    ("decay", "linear"): "the decay is a straight line: use the cosine 0.5 * (1 + cos(pi * progress))",
+    ("clamp", False): "after max_iters the learning rate rises again: return min_lr once step >= max_iters",
 }
+CORRECT = {"warmup": "ref", "decay": "cosine", "floor": "min", "start": "warmup", "clamp": True}
+OPTIONS = {name: [correct, *(v for n, v in SCHEDULE_CHANGES if n == name)] for name, correct in CORRECT.items()}
+
+
+def _schedule_mistakes():
+    """Every combination of planted changes, fewest first: (the messages, the schedule)."""
+    combos = [{}]
+    for name, values in OPTIONS.items():
+        combos = [c | ({name: v} if i else {}) for c in combos for i, v in enumerate(values)]
+    for combo in sorted(combos, key=len)[1:]:
+        yield [SCHEDULE_CHANGES[item] for item in combo.items()], _schedule(**combo)
+
+
+def _schedule_property(values: list[float]) -> str | None:
+    """A diagnosis from the shape of the schedule, for mistakes no planted change matches."""
+    w, m, min_lr = ARGS["warmup_iters"], ARGS["max_iters"], ARGS["min_lr"]
+    if min(values) < min_lr - 1e-6:
+        return (f"the rate goes below min_lr = {min_lr} (down to {min(values):.4g}): the decay "
+                f"should end at min_lr, not 0")
+    if abs(values[m - 1] - min_lr) > 0.01 and values[m] <= values[m - 1]:
+        return (f"at step {m - 1}, just before max_iters, the rate is {values[m - 1]:.4g}, not close "
+                f"to min_lr = {min_lr}: the decay's progress should go from 0 at warmup_iters to 1 "
+                f"at max_iters, (step - warmup_iters) / (max_iters - warmup_iters)")
+    if abs(values[w] - ARGS["max_lr"]) > 1e-6:
+        return (f"at step {w}, the end of warm-up, the rate is {values[w]:.4g}: the cosine should "
+                f"start at max_lr = {ARGS['max_lr']}")
+    return None
+
+
+def _differing(value: float, expected: float) -> tuple[str, str]:
+    """The two numbers with just enough digits to tell them apart."""
+    for digits in range(4, 17):
+        a, b = f"{value:.{digits}f}", f"{expected:.{digits}f}"
+        if a != b:
+            return a, b
+    return repr(value), repr(expected)
 
 
 def check_lr_schedule(get_lr) -> Check:
@@ -175,14 +227,16 @@ def check_lr_schedule(get_lr) -> Check:
             check.ok("cosine decay from max_lr at the end of warm-up to min_lr at max_iters, "
                      "then min_lr")
         else:
-            for message, changes in SCHEDULE_MISTAKES.items():
-                if close(values, _schedule(**changes)):
-                    check.fail(message)
+            for messages, schedule in _schedule_mistakes():
+                if close(values, schedule):
+                    for message in messages:
+                        check.fail(message)
                     break
             else:
-                first = next(s for s, v, r in zip(STEPS, values, reference) if not math.isclose(v, r, abs_tol=1e-6))
-                check.fail(f"get_lr({first}, max_lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110) "
-                           f"gave {values[first]:.4f}, expected {reference[first]:.4f}")
+                first = next(s for s, v, r in zip(STEPS, values, reference) if not close(v, r))
+                got, want = _differing(values[first], reference[first])
+                check.fail(_schedule_property(values) or f"get_lr({first}, max_lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110) "
+                           f"gave {got}, expected {want}")
         lr = check.call("get_lr(0, 1.0, 0.1, warmup_iters=0, max_iters=10)", get_lr, 0, max_lr=1.0,
                         min_lr=0.1, warmup_iters=0, max_iters=10)
         check.expect(math.isclose(float(lr), 1.0, abs_tol=1e-6),

@@ -1,0 +1,101 @@
+"""The predict-then-measure checkers, tested three ways: a right prediction passes (written in
+more than one way), a stub fails, and each slip a checker claims to recognise is named."""
+
+import math
+
+import pytest
+import torch
+
+from gptcourse.checks.predictions import (
+    check_attention_params_prediction,
+    check_block_params_prediction,
+    check_initial_loss_prediction,
+    check_kv_cache_bytes_prediction,
+    check_tying_savings_prediction,
+    check_uniform_loss_prediction,
+    check_window_count_prediction,
+)
+
+
+def answer(value):
+    return lambda: value
+
+
+def stub():
+    raise NotImplementedError
+
+
+def assert_named(result, fragment: str) -> None:
+    assert not result.passed
+    assert any(fragment in p for p in result.problems), result.problems
+
+
+# Independent computations of each right answer, and another correct way of writing it.
+RIGHT = [
+    (check_window_count_prediction, answer(30), answer(len(range(0, 1000 - 64, 32)))),
+    (check_uniform_loss_prediction, answer(math.log(65)), answer(-math.log(1 / 65))),
+    (check_attention_params_prediction, answer(16_448), answer(torch.tensor(4 * 64**2 + 64))),
+    (check_block_params_prediction, answer(197_888), answer(12 * 128**2 + 10 * 128)),
+    (check_tying_savings_prediction, answer(38_597_376), answer(50257 * 768.0)),
+    (check_initial_loss_prediction, answer(4.17), answer(math.log(65) * 1.02)),
+    (check_kv_cache_bytes_prediction, answer(75_497_472), answer(72 * 2**20)),
+]
+
+
+@pytest.mark.parametrize("checker, right, written_differently", RIGHT)
+def test_right_predictions_pass(checker, right, written_differently):
+    for prediction in (right, written_differently):
+        result = checker(prediction)
+        assert result.passed, result.problems
+        assert "right" in result.findings[0][1]
+
+
+@pytest.mark.parametrize("checker", [row[0] for row in RIGHT])
+def test_stubs_fail(checker):
+    assert_named(checker(stub), "not written yet")
+
+
+@pytest.mark.parametrize("checker", [row[0] for row in RIGHT])
+def test_a_prediction_that_is_not_a_number_is_named(checker):
+    assert_named(checker(answer("about 30")), "should return your prediction as a number")
+    assert_named(checker(answer(None)), "should return your prediction as a number")
+
+
+@pytest.mark.parametrize("checker, prediction, fragment", [
+    (check_window_count_prediction, 31, "that is num_ids // stride"),
+    (check_window_count_prediction, 1000 / 32, "that is num_ids / stride"),
+    (check_window_count_prediction, 30.0 - 1, "measured 30"),
+    (check_window_count_prediction, 15, "do not overlap"),
+    (check_uniform_loss_prediction, math.log2(65), "in bits"),
+    (check_uniform_loss_prediction, math.log10(65), "log10"),
+    (check_uniform_loss_prediction, 1 / 65, "not its negative log"),
+    (check_attention_params_prediction, 4 * 16_448, "multiplies by the number of heads"),
+    (check_attention_params_prediction, 4 * 64 * 64, "output projection's bias"),
+    (check_attention_params_prediction, 3 * 64 * 64, "leaves out the output projection"),
+    (check_attention_params_prediction, 3 * 4 * 64 * 64 + 64 * 64 + 64, "its own (64, 64)"),
+    (check_block_params_prediction, 12 * 128 * 128, "the d² terms alone"),
+    (check_block_params_prediction, 12 * 128 * 128 + 6 * 128, "leaves out the two LayerNorms"),
+    (check_block_params_prediction, 6 * 128 * 128 + 7 * 128, "hidden size of d"),
+    (check_block_params_prediction, 100_000, "measured 197,888"),
+    (check_tying_savings_prediction, 50257 * 768 + 50257, "the head's bias"),
+    (check_tying_savings_prediction, 2 * 50257 * 768, "counts both matrices"),
+    (check_tying_savings_prediction, 1024 * 768, "position embedding"),
+    (check_initial_loss_prediction, math.log2(65), "in bits"),
+    (check_initial_loss_prediction, 0, "cannot be certain"),
+    (check_initial_loss_prediction, 1 / 65, "not its negative log"),
+    (check_initial_loss_prediction, 3.5, "ln(65) ≈ 4.174"),
+    (check_kv_cache_bytes_prediction, 75_497_472 / 2, "count the values as well"),
+    (check_kv_cache_bytes_prediction, 75_497_472 / 4, "counts numbers, not bytes"),
+    (check_kv_cache_bytes_prediction, 75_497_472 / 12, "counts one layer"),
+    (check_kv_cache_bytes_prediction, 75_497_472 * 12, "the heads split d"),
+])
+def test_slips_are_named(checker, prediction, fragment):
+    assert_named(checker(answer(prediction)), fragment)
+
+
+def test_initial_loss_check_leaves_the_global_seed_alone():
+    torch.manual_seed(7)
+    expected = torch.rand(2)
+    torch.manual_seed(7)
+    check_initial_loss_prediction(answer(4.17))
+    assert torch.equal(torch.rand(2), expected)
