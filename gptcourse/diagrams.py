@@ -192,7 +192,7 @@ def training_loop() -> Figure:
         ((2.4, 4.6), "x, y = get_batch(train_ids)", DATA),
         ((6.1, 3.3), "logits = model(x)", LAYER),
         ((2.4, 2.0), "loss = cross_entropy(\n    logits, y)", OPERATION),
-        ((2.4, 3.3), "zero_grad(); backward();\noptimizer.step()", LAYER),
+        ((2.4, 3.3), "zero_grad(); backward();\n(clip;) optimizer.step()", LAYER),
     ]
     for (x, y), text, color in boxes:
         _box(ax, x, y, text, width=3.2, height=0.72, color=color, fontsize=8.5)
