@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .attention import Head, MultiHeadAttention
+from .attention import MultiHeadAttention
 from .config import GPTConfig
 from .layers import FeedForward, LayerNorm
 from .train import train_simple
@@ -25,7 +25,7 @@ from .validate import require_flag, require_instance, require_positive_int
 class Rung:
     """Which parts the ladder model uses."""
 
-    attention: str = "none"      # "none", "head" (one head) or "multi" (several heads)
+    attention: str = "none"      # "none", "head" (one head of size C) or "multi" (n_heads heads)
     n_heads: int = 4
     feed_forward: bool = False
     n_blocks: int = 1
@@ -49,9 +49,9 @@ class LadderBlock(nn.Module):
         super().__init__()
         self.rung = rung
         C, T = cfg.emb_dim, cfg.context_length
-        if rung.attention == "head":
-            self.att = Head(C, C, T)
-        elif rung.attention == "multi":
+        # One head and several heads have the same parts (query, key, value and the output
+        # projection) and the same number of parameters: only the split into heads differs.
+        if rung.attention in ("head", "multi"):
             self.att = MultiHeadAttention(C, C, T, 0.0, cfg.n_heads, use_sdpa=cfg.use_sdpa)
         else:
             self.att = None

@@ -32,7 +32,7 @@ def test_chapter3_rungs_are_unchanged():
 
 
 @pytest.mark.parametrize("name, n_params", [
-    ("bigram + positions", 4481), ("one head", 7553), ("multi-head", 8609),
+    ("bigram + positions", 4481), ("one head", 8609), ("multi-head", 8609),
     ("multi-head + feed-forward", 16961), ("blocks + shortcuts", 29441),
     ("blocks + shortcuts + LayerNorm", 29761),
 ])
@@ -129,3 +129,14 @@ def test_train_rung_takes_your_own_rung():
     rung = dataclasses.replace(RUNGS["blocks + shortcuts + LayerNorm"], n_blocks=3)
     result = train_rung("3 blocks", ids[:200], ids[200:], 5, recipe=recipe, progress=False, rung=rung)
     assert result.name == "3 blocks" and len(result.model.blocks) == 3
+
+
+def test_one_head_and_four_heads_differ_only_in_the_split():
+    # Chapter 3's "four heads beat one head" must compare the same parts: the same parameter
+    # names and shapes (output projection included), only the number of heads differs.
+    one = LadderModel(V, T, C, RUNGS["one head"])
+    four = LadderModel(V, T, C, RUNGS["multi-head"])
+    shapes = {name: tuple(p.shape) for name, p in one.named_parameters()}
+    assert shapes == {name: tuple(p.shape) for name, p in four.named_parameters()}
+    assert "blocks.0.att.out_proj.weight" in shapes
+    assert (one.blocks[0].att.num_heads, four.blocks[0].att.num_heads) == (1, 4)
