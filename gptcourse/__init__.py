@@ -12,6 +12,7 @@ Chapter 2, the bigram
     loss        the loss of a batch, estimated on random batches, or exact on a split
     train       the training loops: train_simple (chapters 2-4) and train (chapter 6)
     plotting    loss curves and heatmaps
+    diagrams    pictures of the model drawn by code: head, block, GPT, training loop, KV cache
 Chapter 3, attention
     attention   the averaging trick, one Head, multi-head attention (a list of heads, and fused)
     ladder      the loss ladder: one small model whose parts are switched on one at a time
