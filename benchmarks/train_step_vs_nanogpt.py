@@ -130,7 +130,7 @@ def main() -> None:
     if not args.no_fused and "use_fused" in cfg.to_dict():
         cfg = cfg.replace(use_fused=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}; config {cfg}")
+          f"{platform.processor() or platform.machine()}; config {cfg}, use_fused={cfg.use_fused}")
     sides = {"course": course_runner(cfg, train_ids), "nanoGPT": nanogpt_runner(nanogpt, train_ids)}
     for run in sides.values():
         run(3)  # warm-up: allocations, kernel choice

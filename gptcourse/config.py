@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .validate import require_flag, require_positive_int, require_probability
 
@@ -30,7 +30,9 @@ class GPTConfig:
     qkv_bias: bool = False       # biases in the query/key/value projections (GPT-2's weights have them)
     tie_weights: bool = True     # output head shares the token embedding matrix
     use_sdpa: bool = False       # run attention through F.scaled_dot_product_attention
-    use_fused: bool = False      # LayerNorm and GELU through PyTorch's one-kernel versions
+    # LayerNorm and GELU through PyTorch's one-kernel versions. A speed switch, not a size: it
+    # changes results only in float rounding, so the printed config leaves it out (repr=False).
+    use_fused: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):

@@ -310,4 +310,5 @@ def test_use_fused_is_a_checked_config_field():
     assert GPTConfig().use_fused is False and get_config("cpu-small").use_fused is True
     with pytest.raises(TypeError, match="use_fused"):
         GPTConfig(use_fused="yes")
-    assert GPTConfig(**TINY.replace(use_fused=True).to_dict()).use_fused
+    assert GPTConfig(**TINY.replace(use_fused=True).to_dict()).use_fused  # saved with checkpoints
+    assert "use_fused" not in repr(get_config("cpu-small"))  # a speed switch: printed configs stay as they were
