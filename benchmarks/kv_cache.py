@@ -1,20 +1,21 @@
-"""Benchmark: greedy generation with and without the KV cache, GPT-2 124M architecture, on CPU.
+"""Benchmark: greedy decoding with a KV cache, GPT-2 124M architecture, on CPU, against `transformers`.
 
-    python benchmarks/kv_cache.py                 # 200 new tokens after a short prompt
-    python benchmarks/kv_cache.py --new-tokens 50 --threads 2
+    python benchmarks/kv_cache.py                      # 200 new tokens after an 8-token prompt
+    python benchmarks/kv_cache.py --threads 1 --rounds 3
+    python benchmarks/kv_cache.py --no-uncached --no-low-precision
 
-Random weights are fine: the work per token does not depend on what the weights are.
-All runs happen in this one process, one after the other, so the ratios compare like with like.
-It times three generations: without the cache (generate_text_simple), with it
-(generate_cached, the model's own modules) and with it through PyTorch's fused kernels
-(generate_cached(fused=True)). It also times the floor of a cached step: every Linear layer on
-one token, which reads every weight once and does nothing else. No cached step can beat it,
-so it bounds the speed-up on this machine.
-On a machine busy with other work, --threads 1 gives steadier numbers (threads that wait for
-each other slow small operations down a lot). Expect the ratio to depend on the machine: a
-cached step mostly reads the 500 MB of weights (memory bandwidth), while an uncached step
-mostly multiplies (compute): the ratio depends on how fast the machine computes relative
-to how fast it reads memory.
+One randomly initialised `transformers` GPT2LMHeadModel gives its weights to our GPTModel
+(gptcourse.pretrained.gpt2_from_hf), so both decode the very same function; the benchmark
+checks that they produce identical tokens. Random weights are fine for timing: the work per
+token does not depend on the values. In alternating rounds (ours, theirs, ours, ...) it times:
+  ours        generate_cached(fused=True): the course's cached decode through fused kernels
+  transformers  GPT2LMHeadModel.generate(use_cache=True, do_sample=False)
+  floor       every Linear layer once on one token: reads every weight once and nothing else,
+              so no cached step can be faster (gptcourse.kvcache.weight_reading_floor)
+and, once each, generate_text_simple (no cache) and the low-precision copies of our model
+(gptcourse.lowprec): their speed against fp32, their own floor, and how many of their greedy
+tokens agree with fp32's. The best round of each side counts, so a busy machine slows all alike.
+On a busy machine, --threads 1 gives steadier numbers than 2.
 """
 
 from __future__ import annotations
@@ -27,60 +28,96 @@ import torch
 
 from gptcourse.generate import generate_text_simple
 from gptcourse.kvcache import generate_cached, weight_reading_floor
-from gptcourse.model import GPTModel
-from gptcourse.pretrained import gpt2_config
-from gptcourse.tokenizers import gpt2_tokenizer, text_to_token_ids
+from gptcourse.lowprec import LOW_PRECISION, greedy_agreement, low_precision_copy
+from gptcourse.pretrained import gpt2_from_hf
 
 
-def timed(fn, *args, **kwargs) -> tuple[torch.Tensor, float]:
-    start = time.perf_counter()
-    out = fn(*args, **kwargs)
-    return out, time.perf_counter() - start
+def best_seconds(fn, rounds: int) -> tuple[object, float]:
+    best, out = float("inf"), None
+    for _ in range(rounds):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return out, best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=200)
-    parser.add_argument("--prompt", default="Hello, I am a language model,")
+    parser.add_argument("--prompt-tokens", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--size", default="124M", help="GPT-2 architecture: 124M, 355M, 774M, 1558M")
+    parser.add_argument("--uncached", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time generate_text_simple (slow)")
+    parser.add_argument("--low-precision", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the low-precision copies (gptcourse.lowprec)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    import transformers  # a dev dependency: only this benchmark needs it
 
     torch.manual_seed(0)
-    model = GPTModel(gpt2_config(args.size)).eval()
-    try:
-        prompt = text_to_token_ids(args.prompt, gpt2_tokenizer())
-    except RuntimeError:  # no tokenizer files offline: any ids do for timing
-        prompt = torch.randint(0, model.cfg.vocab_size, (1, 8))
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config()).eval()
+    model = gpt2_from_hf(hf)
+    prompt = torch.randint(0, model.cfg.vocab_size, (1, args.prompt_tokens))
     n = args.new_tokens
-    print(f"GPT-2 {args.size} architecture, random weights, {prompt.size(1)}-token prompt, "
-          f"{n} new tokens, CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"{platform.processor() or platform.machine()}")
+    print(f"GPT-2 124M architecture, random weights, {prompt.size(1)}-token prompt, {n} new tokens, "
+          f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, transformers "
+          f"{transformers.__version__}, {platform.processor() or platform.machine()}")
 
-    # Warm-up: the first calls pay for memory allocation and kernel selection.
-    generate_text_simple(model, prompt, 3)
-    generate_cached(model, prompt, 3, fused=True)
+    def ours():
+        return generate_cached(model, prompt, n, fused=True)
 
-    plain, t_plain = timed(generate_text_simple, model, prompt, n)
-    cached, t_cached = timed(generate_cached, model, prompt, n)
-    fused, t_fused = timed(generate_cached, model, prompt, n, fused=True)
-    print(f"without cache:               {n / t_plain:7.2f} tokens/s  ({t_plain:6.2f} s)")
-    print(f"with cache:                  {n / t_cached:7.2f} tokens/s  ({t_cached:6.2f} s)  "
-          f"speed-up {t_plain / t_cached:5.2f}x")
-    print(f"with cache, fused kernels:   {n / t_fused:7.2f} tokens/s  ({t_fused:6.2f} s)  "
-          f"speed-up {t_plain / t_fused:5.2f}x")
-    floor, bytes_read = weight_reading_floor(model)
-    print(f"floor of a cached step:      {1e3 * floor:7.1f} ms per token (every Linear once on one token: "
-          f"{bytes_read / 1e6:.0f} MB of weights at {bytes_read / floor / 1e9:.1f} GB/s)")
-    print(f"per token, cached:           {1e3 * t_cached / n:7.1f} ms; fused {1e3 * t_fused / n:.1f} ms; "
-          f"uncached {1e3 * t_plain / n:.1f} ms on average")
-    print(f"best possible speed-up here: {t_plain / n / floor:7.2f}x (uncached time per token / floor)")
-    same = torch.equal(plain, cached) and torch.equal(plain, fused)
-    print(f"same tokens:                 {same}")
+    def theirs():
+        with torch.no_grad():
+            return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
+                               min_new_tokens=n, do_sample=False, use_cache=True,
+                               pad_token_id=hf.config.eos_token_id)
+
+    def floor():
+        return weight_reading_floor(model, repeats=3)
+
+    generate_cached(model, prompt, 3, fused=True)  # warm-up: allocation, kernel choice
+    theirs_short = hf.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    del theirs_short
+    best = {"ours": float("inf"), "transformers": float("inf"), "floor": float("inf")}
+    for r in range(args.rounds):
+        tokens_ours, seconds = best_seconds(ours, 1)
+        best["ours"] = min(best["ours"], seconds)
+        tokens_theirs, seconds = best_seconds(theirs, 1)
+        best["transformers"] = min(best["transformers"], seconds)
+        (step, bytes_read), _ = best_seconds(floor, 1)
+        best["floor"] = min(best["floor"], step * n)
+        print(f"round {r + 1}: ours {n / best['ours']:6.2f}  transformers {n / best['transformers']:6.2f}"
+              f"  floor {n / best['floor']:6.2f} tokens/s (best so far)", flush=True)
+    same = torch.equal(tokens_ours, tokens_theirs)
+    print(f"\n{'':28s}{'tokens/s':>10s}{'ms/token':>10s}")
+    for name, seconds in best.items():
+        print(f"{name:28s}{n / seconds:10.2f}{1e3 * seconds / n:10.1f}")
+    print(f"ours / transformers:        {best['transformers'] / best['ours']:.2f}x")
+    print(f"ours / floor:               {best['floor'] / best['ours']:.2f} "
+          f"({bytes_read / 1e6:.0f} MB of Linear weights at {bytes_read * n / best['floor'] / 1e9:.1f} GB/s)")
+    print(f"identical tokens:           {same}")
     if not same:
-        raise SystemExit("the cached tokens differ from generate_text_simple's")
+        raise SystemExit("our tokens differ from transformers'")
+
+    if args.uncached:
+        plain, t_plain = best_seconds(lambda: generate_text_simple(model, prompt, n), 1)
+        print(f"without cache:              {n / t_plain:.2f} tokens/s; cache speed-up "
+              f"{t_plain / best['ours']:.2f}x (at most {t_plain / best['floor']:.2f}x: uncached / floor)"
+              f"; same tokens {torch.equal(plain, tokens_ours)}")
+    if args.low_precision:
+        print(f"\n{'low precision':16s}{'tokens/s':>10s}{'vs fp32':>9s}{'vs own floor':>14s}"
+              f"{'agree (forced)':>16s}{'agree (free)':>14s}")
+        for kind in LOW_PRECISION:
+            small = low_precision_copy(model, kind)
+            generate_cached(small, prompt, 3, fused=True)
+            _, seconds = best_seconds(lambda small=small: generate_cached(small, prompt, n, fused=True),
+                                      args.rounds)
+            low_floor = weight_reading_floor(small, repeats=3)[0] * n
+            agreement = greedy_agreement(model, small, prompt, n, reference_tokens=tokens_ours)
+            print(f"{kind:16s}{n / seconds:10.2f}{best['ours'] / seconds:8.2f}x{low_floor / seconds:14.2f}"
+                  f"{agreement.forced:16.1%}{agreement.free:14.1%}")
 
 
 if __name__ == "__main__":

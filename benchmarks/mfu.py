@@ -2,6 +2,7 @@
 
     python benchmarks/mfu.py --preset cpu-small --device cpu --batch 32 --steps 10
     python benchmarks/mfu.py --preset cpu-small --device cpu --no-sdpa
+    python benchmarks/mfu.py --preset cpu-small --device cpu --batch 32 --fused-both --rounds 3
     python benchmarks/mfu.py --preset gpt2-small --device cuda --dtype bf16 --batch 16 --both
     python benchmarks/mfu.py --preset gpt2-small --device cuda --dtype bf16 --peak-tflops 989
 
@@ -42,7 +43,8 @@ def run(cfg, args, device: torch.device) -> None:
     flops_per_token = training_flops_per_token(cfg, seq_len)
     peak = peak_flops(device, args.dtype, args.peak_tflops)
     achieved = result.tokens_per_s * flops_per_token
-    print(f"attention path      {path}{' (torch.compile)' if args.compile else ''}")
+    print(f"attention path      {path}{' (torch.compile)' if args.compile else ''}; "
+          f"LayerNorm/GELU {'fused' if cfg.use_fused else 'explicit'}")
     print(f"step time           {1e3 * sum(result.step_times) / len(result.step_times):.1f} ms "
           f"(mean of {args.steps}, after {args.warmup} warm-up steps)")
     print(f"training tokens/s   {result.tokens_per_s:,.0f}")
@@ -67,6 +69,11 @@ def main() -> None:
     parser.add_argument("--sdpa", action=argparse.BooleanOptionalAction, default=None,
                         help="attention through F.scaled_dot_product_attention (default: the preset's)")
     parser.add_argument("--both", action="store_true", help="run the manual and the SDPA path")
+    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                        help="LayerNorm/GELU through PyTorch's fused kernels (default: the preset's)")
+    parser.add_argument("--fused-both", action="store_true",
+                        help="run the explicit and the fused LayerNorm/GELU, alternating --rounds times")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the runs, alternating paths")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: context)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps")
@@ -91,8 +98,11 @@ def main() -> None:
     print(f"device {device} ({name}), {args.dtype}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads, batch {args.batch}\n")
     paths = [False, True] if args.both else [cfg.use_sdpa if args.sdpa is None else args.sdpa]
-    for use_sdpa in paths:
-        run(cfg.replace(use_sdpa=use_sdpa), args, device)
+    fused = [False, True] if args.fused_both else [cfg.use_fused if args.fused is None else args.fused]
+    for _ in range(args.rounds):
+        for use_sdpa in paths:
+            for use_fused in fused:
+                run(cfg.replace(use_sdpa=use_sdpa, use_fused=use_fused), args, device)
 
 
 if __name__ == "__main__":

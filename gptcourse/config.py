@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .validate import require_flag, require_positive_int, require_probability
 
@@ -30,6 +30,9 @@ class GPTConfig:
     qkv_bias: bool = False       # biases in the query/key/value projections (GPT-2's weights have them)
     tie_weights: bool = True     # output head shares the token embedding matrix
     use_sdpa: bool = False       # run attention through F.scaled_dot_product_attention
+    # LayerNorm and GELU through PyTorch's one-kernel versions. A speed switch, not a size: it
+    # changes results only in float rounding, so the printed config leaves it out (repr=False).
+    use_fused: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -37,7 +40,7 @@ class GPTConfig:
             object.__setattr__(self, name, require_positive_int(name, getattr(self, name)))
         require_probability("drop_rate", self.drop_rate, hint=": it is the probability of zeroing "
                             "a value (0.0 turns dropout off)")
-        for name in ("qkv_bias", "tie_weights", "use_sdpa"):
+        for name in ("qkv_bias", "tie_weights", "use_sdpa", "use_fused"):
             require_flag(name, getattr(self, name))
         if self.emb_dim % self.n_heads != 0:
             raise ValueError(
@@ -67,7 +70,7 @@ PRESETS: dict[str, GPTConfig] = {
     # Trains on a laptop CPU in about a minute on character-level Tiny Shakespeare. Three wider
     # blocks beat four narrower ones for the same time (benchmarks/time_to_quality.py).
     "cpu-small": GPTConfig(vocab_size=65, context_length=64, emb_dim=144, n_heads=4, n_layers=3,
-                           drop_rate=0.0, use_sdpa=True),
+                           drop_rate=0.0, use_sdpa=True, use_fused=True),
 }
 
 

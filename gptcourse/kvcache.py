@@ -244,18 +244,36 @@ def weight_reading_floor(model: torch.nn.Module, repeats: int = 5) -> tuple[floa
     """The floor of a cached step: (seconds, bytes) to run every Linear layer once on one token.
 
     That reads every weight matrix once and does nothing else, so no cached step can be faster.
-    The seconds are the best of `repeats` runs; the bytes are what those layers' parameters take.
+    The seconds are the best of `repeats` runs; the bytes are what those layers' weights take.
+    Layers quantised to int8 (gptcourse.lowprec) count as Linear layers, at their own size.
     """
     require_positive_int("repeats", repeats)
-    linears = [module for module in model.modules() if isinstance(module, torch.nn.Linear)]
-    if not linears:
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) or _is_int8_linear(m)]
+    if not layers:
         raise ValueError("the model has no Linear layers, so there is no weight-reading floor to time")
-    inputs = [torch.zeros(1, 1, lin.in_features, dtype=lin.weight.dtype, device=lin.weight.device)
-              for lin in linears]
+    # An int8 layer takes float input and does its own quantisation: call the module itself.
+    calls = [(layer.weight, layer.bias) if isinstance(layer, torch.nn.Linear) else layer for layer in layers]
+    inputs = [torch.zeros(1, 1, layer.in_features, dtype=call[0].dtype if isinstance(call, tuple) else None,
+                          device=call[0].device if isinstance(call, tuple) else None)
+              for layer, call in zip(layers, calls)]
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        for linear, x in zip(linears, inputs):
-            F.linear(x, linear.weight, linear.bias)
+        for call, x in zip(calls, inputs):
+            if isinstance(call, tuple):
+                F.linear(x, *call)
+            else:
+                call(x)
         best = min(best, time.perf_counter() - start)
-    return best, sum(p.numel() * p.element_size() for lin in linears for p in lin.parameters())
+    return best, sum(_weight_bytes(layer) for layer in layers)
+
+
+def _is_int8_linear(module: torch.nn.Module) -> bool:
+    return type(module).__module__.startswith("torch.ao.nn.quantized") and hasattr(module, "in_features")
+
+
+def _weight_bytes(layer: torch.nn.Module) -> int:
+    if isinstance(layer, torch.nn.Linear):
+        return sum(p.numel() * p.element_size() for p in layer.parameters())
+    weight, bias = layer.weight(), layer.bias()
+    return weight.numel() * weight.element_size() + (0 if bias is None else bias.numel() * bias.element_size())

@@ -15,12 +15,17 @@ from .validate import require_flag, require_instance, require_positive_int, requ
 
 
 class LayerNorm(nn.Module):
-    """Normalise each token's vector to mean 0 and variance 1, then scale and shift (both trained)."""
+    """Normalise each token's vector to mean 0 and variance 1, then scale and shift (both trained).
 
-    def __init__(self, emb_dim: int, eps: float = 1e-5):
+    fused=True computes the same function with PyTorch's one-kernel F.layer_norm (faster; equal
+    to the written-out version up to float rounding, as tests/test_layers.py checks).
+    """
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5, fused: bool = False):
         super().__init__()
         self.emb_dim = require_positive_int("emb_dim", emb_dim, hint=" (the size of each token's vector)")
         self.eps = require_positive_number("eps", eps, hint=" (a small number such as 1e-5)")
+        self.fused = require_flag("fused", fused)
         self.scale = nn.Parameter(torch.ones(emb_dim))   # trained, starts as "keep the normalised value"
         self.shift = nn.Parameter(torch.zeros(emb_dim))  # trained, starts as "add nothing"
 
@@ -28,6 +33,8 @@ class LayerNorm(nn.Module):
         if x.size(-1) != self.emb_dim:  # one comparison: cheap enough for every call
             raise ValueError(f"the last dimension of x has size {x.size(-1)}, but this LayerNorm "
                              f"normalises vectors of emb_dim={self.emb_dim}")
+        if self.fused:
+            return F.layer_norm(x, (self.emb_dim,), self.scale, self.shift, self.eps)
         centered = x - x.mean(dim=-1, keepdim=True)        # (..., C): mean 0 per token
         # The biased variance: divide by n, not n - 1, as x.var(unbiased=False) does and as
         # GPT-2 was trained. (Written out, it is also faster than x.var on a CPU.)
@@ -36,7 +43,7 @@ class LayerNorm(nn.Module):
         return self.scale * norm_x + self.shift
 
     def extra_repr(self) -> str:
-        return f"{self.emb_dim}, eps={self.eps}"
+        return f"{self.emb_dim}, eps={self.eps}" + (", fused=True" if self.fused else "")
 
 
 GELU_TANH_CONSTANT = math.sqrt(2.0 / math.pi)
@@ -44,12 +51,24 @@ GELU_CUBIC_COEFFICIENT = 0.044715
 
 
 class GELU(nn.Module):
-    """GELU with the tanh approximation used by GPT-2: smooth like ReLU, but non-zero below 0."""
+    """GELU with the tanh approximation used by GPT-2: smooth like ReLU, but non-zero below 0.
+
+    fused=True computes the same curve with PyTorch's one-kernel F.gelu(approximate="tanh").
+    """
+
+    def __init__(self, fused: bool = False):
+        super().__init__()
+        self.fused = require_flag("fused", fused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused:
+            return F.gelu(x, approximate="tanh")
         # A tanh curve fitted to the exact x * Phi(x) (Phi: the standard normal CDF).
         inner = GELU_TANH_CONSTANT * (x + GELU_CUBIC_COEFFICIENT * x.pow(3))
         return 0.5 * x * (1.0 + torch.tanh(inner))
+
+    def extra_repr(self) -> str:
+        return "fused=True" if self.fused else ""
 
 
 def gelu_exact(x: torch.Tensor) -> torch.Tensor:
@@ -65,7 +84,7 @@ class FeedForward(nn.Module):
         require_instance("cfg", cfg, GPTConfig)  # a GPTConfig has checked every size already
         self.layers = nn.Sequential(
             nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),  # (..., C) -> (..., 4C): room to compute
-            GELU(),
+            GELU(fused=cfg.use_fused),
             nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),  # (..., 4C) -> (..., C): back to the stream
         )
 
@@ -119,8 +138,8 @@ class TransformerBlock(nn.Module):
             validate_input=False,  # the model validated its input once, at its edge
         )
         self.ff = FeedForward(cfg)
-        self.norm1 = LayerNorm(cfg.emb_dim)
-        self.norm2 = LayerNorm(cfg.emb_dim)
+        self.norm1 = LayerNorm(cfg.emb_dim, fused=cfg.use_fused)
+        self.norm2 = LayerNorm(cfg.emb_dim, fused=cfg.use_fused)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

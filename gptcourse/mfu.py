@@ -20,6 +20,7 @@ from .attention import MultiHeadAttention
 from .config import GPTConfig
 from .flops import training_flops_per_token
 from .model import GPTModel
+from .optim import make_optimizer
 from .validate import require_int, require_positive_int, require_positive_number
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -122,7 +123,8 @@ class Throughput:
 def measure_training_throughput(model: nn.Module, batch_size: int, seq_len: int, steps: int = 10,
                                 warmup: int = 3, dtype: str = "fp32", lr: float = 3e-4,
                                 seed: int = 0) -> Throughput:
-    """Run warm-up and timed AdamW steps on random token batches; return tokens per second.
+    """Run warm-up and timed training steps (the course's AdamW, gptcourse.optim) on random token
+    batches; return tokens per second.
 
     The model is trained in place (its weights change). bf16 uses autocast (fp32 weights,
     bf16 matmuls), the usual mixed-precision set-up.
@@ -134,7 +136,7 @@ def measure_training_throughput(model: nn.Module, batch_size: int, seq_len: int,
     gen = torch.Generator().manual_seed(seed)
     # Make all batches first: only the model's work is timed.
     xs = torch.randint(vocab_size, (warmup + steps, batch_size, seq_len + 1), generator=gen).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    optimizer = make_optimizer(model, lr)  # the course's: fused AdamW where PyTorch has it
     autocast = torch.autocast(device.type, dtype=DTYPES[_dtype_name(dtype)], enabled=dtype != "fp32")
     model.train()
     times = []

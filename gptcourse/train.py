@@ -235,7 +235,8 @@ def train(
                                      device)
         if settings.grad_clip > 0:
             # One unlucky batch must not throw the weights far away: cap the gradient's length.
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+            # foreach: one pass over all gradients at once, not one small norm per tensor.
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip, foreach=True)
         state.optimizer.step()
         state.step = step + 1
         history["batch_loss"].append(loss.item())  # the whole batch's, over all processes

@@ -247,3 +247,54 @@ def test_attention_inside_a_block_trusts_its_input_while_a_standalone_one_checks
     assert standalone.validate_input is True
     with pytest.raises(ValueError, match="input has 5 tokens but context_length is 4"):
         standalone(torch.randn(1, 5, 8))
+
+
+# --- the fused paths the model runs: equal to the written-out reference --------------------------
+@pytest.mark.parametrize("shape", [(2, 5, 16), (3, 768), (1, 1, 4)])
+def test_fused_layernorm_equals_explicit_values_and_gradients(shape):
+    torch.manual_seed(0)
+    explicit, fused = LayerNorm(shape[-1]), LayerNorm(shape[-1], fused=True)
+    with torch.no_grad():
+        explicit.scale.normal_()
+        explicit.shift.normal_()
+    fused.load_state_dict(explicit.state_dict())  # same parameter names: checkpoints fit both
+    x = 3 * torch.randn(*shape) + 1
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_a, out_b = explicit(xa), fused(xb)
+    torch.testing.assert_close(out_b, out_a, atol=1e-5, rtol=1e-5)
+    g = torch.randn_like(out_a)
+    out_a.backward(g)
+    out_b.backward(g)
+    torch.testing.assert_close(xb.grad, xa.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fused.scale.grad, explicit.scale.grad, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(fused.shift.grad, explicit.shift.grad)
+
+
+def test_fused_gelu_equals_explicit_values_and_gradients():
+    x = torch.linspace(-8, 8, 1001, dtype=torch.float64)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_a, out_b = GELU()(xa), GELU(fused=True)(xb)
+    torch.testing.assert_close(out_b, out_a, atol=1e-12, rtol=1e-12)  # float64: the same curve
+    out_a.sum().backward()
+    out_b.sum().backward()
+    torch.testing.assert_close(xb.grad, xa.grad, atol=1e-12, rtol=1e-12)
+    assert not torch.allclose(GELU(fused=True)(x), gelu_exact(x), atol=1e-6)  # tanh, not erf
+
+
+def test_fused_flags_are_validated_and_shown():
+    with pytest.raises(TypeError, match="fused"):
+        LayerNorm(4, fused="yes")
+    with pytest.raises(TypeError, match="fused"):
+        GELU(fused=1.0)
+    assert "fused=True" in repr(LayerNorm(4, fused=True)) and "fused" not in repr(LayerNorm(4))
+    assert repr(GELU()) == "GELU()"
+
+
+def test_block_with_use_fused_equals_explicit_block():
+    torch.manual_seed(0)
+    explicit = TransformerBlock(TINY)
+    fused = TransformerBlock(TINY.replace(use_fused=True, use_sdpa=True))
+    fused.load_state_dict(explicit.state_dict())
+    assert fused.norm1.fused and fused.ff.layers[1].fused and not explicit.norm2.fused
+    x = torch.randn(3, 8, 16)
+    torch.testing.assert_close(fused(x), explicit(x), atol=1e-5, rtol=1e-5)

@@ -287,3 +287,28 @@ def test_tying_uses_only_public_torch_methods():
     private = {name for name in overridden if name.startswith("_") and not name.startswith("__")
                and hasattr(torch.nn.Module, name)}
     assert private == set()
+
+
+# --- the fused path (LayerNorm, GELU, attention through PyTorch's kernels) -----------------------
+def test_use_fused_model_equals_explicit_model_logits_and_gradients():
+    torch.manual_seed(0)
+    explicit = GPTModel(TINY)
+    fused = GPTModel(TINY.replace(use_fused=True, use_sdpa=True))
+    fused.load_state_dict(explicit.state_dict())
+    assert fused.weights_tied and fused.final_norm.fused
+    idx = torch.randint(0, TINY.vocab_size, (3, 8))
+    targets = torch.randint(0, TINY.vocab_size, (3, 8))
+    logits_a, logits_b = explicit(idx), fused(idx)
+    torch.testing.assert_close(logits_b, logits_a, atol=1e-5, rtol=1e-5)
+    F.cross_entropy(logits_a.flatten(0, 1), targets.flatten()).backward()
+    F.cross_entropy(logits_b.flatten(0, 1), targets.flatten()).backward()
+    for (name, a), b in zip(explicit.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_use_fused_is_a_checked_config_field():
+    assert GPTConfig().use_fused is False and get_config("cpu-small").use_fused is True
+    with pytest.raises(TypeError, match="use_fused"):
+        GPTConfig(use_fused="yes")
+    assert GPTConfig(**TINY.replace(use_fused=True).to_dict()).use_fused  # saved with checkpoints
+    assert "use_fused" not in repr(get_config("cpu-small"))  # a speed switch: printed configs stay as they were

@@ -1,5 +1,6 @@
 """Tests for chapter 6's training: LR schedule, weight-decay groups, the loop, resuming, devices."""
 
+import copy
 import math
 
 import pytest
@@ -13,7 +14,7 @@ from gptcourse.checkpoint import (
     save_checkpoint,
 )
 from gptcourse.config import GPTConfig
-from gptcourse.data import create_dataloader
+from gptcourse.data import create_dataloader, get_batch
 from gptcourse.device import autocast, pick_device
 from gptcourse.loss import calc_loss_batch, calc_loss_loader, split_loss
 from gptcourse.model import GPTModel
@@ -91,6 +92,25 @@ def test_untied_head_is_decayed():
     model = GPTModel(CFG.replace(tie_weights=False))
     decay, _ = param_groups(model, 0.1)
     assert any(p is model.out_head.weight for p in decay["params"])
+
+
+def test_make_optimizer_uses_the_fused_kernel_and_matches_the_plain_adamw():
+    torch.manual_seed(0)
+    model = GPTModel(CFG.replace(drop_rate=0.0))  # no dropout: both models see the same function
+    reference, start = copy.deepcopy(model), copy.deepcopy(model)
+    fused = make_optimizer(model, 1e-2)
+    plain = torch.optim.AdamW(param_groups(reference, 0.1), lr=1e-2, betas=(0.9, 0.99), foreach=False)
+    assert fused.defaults["fused"] and not plain.defaults["fused"]
+    ids = data(200)
+    for step in range(5):
+        x, y = get_batch(ids, 8, 4, generator=torch.Generator().manual_seed(step))
+        for m, opt in ((model, fused), (reference, plain)):
+            opt.zero_grad()
+            calc_loss_batch(m, x, y).backward()
+            opt.step()
+    for (name, a), b in zip(reference.named_parameters(), model.parameters()):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=1e-4, msg=name)
+    assert not torch.equal(model.tok_emb.weight, start.tok_emb.weight)  # it did train
 
 
 def test_make_optimizer_errors():

@@ -1,0 +1,152 @@
+"""Benchmark: training tokens/s of the course's real training step against nanoGPT's, side by side.
+
+    python benchmarks/train_step_vs_nanogpt.py --nanogpt /tmp/nanogpt
+    python benchmarks/train_step_vs_nanogpt.py --nanogpt /tmp/nanogpt --threads 1 --rounds 6
+
+--nanogpt is a folder holding nanoGPT's model.py (github.com/karpathy/nanoGPT); nothing of
+nanoGPT is part of this project, it is imported from there for the comparison only.
+Both sides train nanoGPT's "baby GPT" (4 layers, 4 heads, emb 128, block 64, batch 12, no dropout,
+tied weights, AdamW with weight decay, clip 1.0) on the same Tiny Shakespeare batches.
+Ours is `gptcourse.train.train` itself (its model, its optimizer from gptcourse.optim, its
+clipping and learning-rate schedule), timed between its per-step hooks. nanoGPT's is the step of
+its train.py: set the lr, forward with targets, backward, clip, step, zero the gradients.
+The two run in this one process in alternating rounds (A B A B ...), and the best round of each
+side counts, so a busy machine slows both alike. The course's model keeps its output-projection
+and feed-forward biases (nanoGPT's baby config has none): that work counts against us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from gptcourse.config import GPTConfig
+from gptcourse.data import get_batch, load_text, train_val_split
+from gptcourse.model import GPTModel
+from gptcourse.tokenizers import CharTokenizer
+from gptcourse.train import TrainSettings, train
+
+BLOCK, BATCH, LAYERS, HEADS, EMB = 64, 12, 4, 4, 128
+SETTINGS = TrainSettings(max_iters=10**6, batch_size=BATCH, block_size=BLOCK, lr=1e-3, min_lr=1e-4,
+                         warmup_iters=100, weight_decay=0.1, beta2=0.99, grad_clip=1.0,
+                         eval_interval=10**9, eval_iters=1, seed=1337)
+
+
+def load_nanogpt(folder: Path):
+    """nanoGPT's model.py as a module, imported from `folder`."""
+    path = folder / "model.py"
+    if not path.is_file():
+        raise SystemExit(f"--nanogpt {folder}: no model.py there (get it from github.com/karpathy/nanoGPT)")
+    spec = importlib.util.spec_from_file_location("nanogpt_model", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nanogpt_model"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def course_runner(cfg: GPTConfig, train_ids: torch.Tensor):
+    """A function that runs `steps` more steps of gptcourse.train.train and returns their seconds."""
+    torch.manual_seed(0)
+    model = GPTModel(cfg)
+    state = None
+
+    def run(steps: int) -> float:
+        nonlocal state
+        stamps: list[float] = []
+        start = 0 if state is None else state.step
+        end = start + steps + 1  # the schedule's length changes the lr values, not the work
+        settings = SETTINGS.replace(max_iters=end, warmup_iters=min(SETTINGS.warmup_iters, end))
+        # The first hook call starts the clock: `steps` timed steps follow it.
+        state = train(model, train_ids, train_ids[:10_000], settings, state=state, progress=False,
+                      on_step=lambda s: stamps.append(time.perf_counter()))
+        return stamps[-1] - stamps[0]
+
+    return run
+
+
+def nanogpt_runner(nanogpt, train_ids: torch.Tensor):
+    """The same for nanoGPT's model and the step of its train.py."""
+    torch.manual_seed(0)
+    conf = nanogpt.GPTConfig(block_size=BLOCK, vocab_size=65, n_layer=LAYERS, n_head=HEADS, n_embd=EMB,
+                             dropout=0.0, bias=False)
+    model = nanogpt.GPT(conf)
+    optimizer = model.configure_optimizers(SETTINGS.weight_decay, SETTINGS.lr,
+                                           (SETTINGS.beta1, SETTINGS.beta2), "cpu")
+    generator = torch.Generator().manual_seed(SETTINGS.seed)
+    done = 0
+
+    def lr_of(it: int) -> float:  # nanoGPT's get_lr: warm-up then cosine (lr_decay_iters 2000)
+        if it < SETTINGS.warmup_iters:
+            return SETTINGS.lr * (it + 1) / (SETTINGS.warmup_iters + 1)
+        ratio = min(1.0, (it - SETTINGS.warmup_iters) / (2000 - SETTINGS.warmup_iters))
+        return SETTINGS.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (SETTINGS.lr - SETTINGS.min_lr)
+
+    def step() -> None:
+        nonlocal done
+        for group in optimizer.param_groups:
+            group["lr"] = lr_of(done)
+        x, y = get_batch(train_ids, BLOCK, BATCH, generator=generator)
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), SETTINGS.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()  # nanoGPT reads the loss every log_interval; we read it every step, as train() does
+        done += 1
+
+    def run(steps: int) -> float:
+        model.train()
+        step()  # as on our side: the clock starts after one step
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return time.perf_counter() - start
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nanogpt", type=Path, required=True, help="folder with nanoGPT's model.py")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per side")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
+    parser.add_argument("--no-fused", action="store_true", help="the course's explicit LayerNorm/GELU")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    nanogpt = load_nanogpt(args.nanogpt)
+    text = load_text("tinyshakespeare")
+    train_ids, _ = train_val_split(torch.tensor(CharTokenizer(text).encode(text)), 0.9)
+    cfg = GPTConfig(vocab_size=65, context_length=BLOCK, emb_dim=EMB, n_heads=HEADS, n_layers=LAYERS,
+                    drop_rate=0.0, qkv_bias=False, tie_weights=True, use_sdpa=True)
+    if not args.no_fused and "use_fused" in cfg.to_dict():
+        cfg = cfg.replace(use_fused=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{platform.processor() or platform.machine()}; config {cfg}, use_fused={cfg.use_fused}")
+    sides = {"course": course_runner(cfg, train_ids), "nanoGPT": nanogpt_runner(nanogpt, train_ids)}
+    for run in sides.values():
+        run(3)  # warm-up: allocations, kernel choice
+    best = {name: float("inf") for name in sides}
+    for r in range(args.rounds):
+        line = []
+        for name, run in sides.items():
+            seconds = run(args.steps)
+            best[name] = min(best[name], seconds)
+            line.append(f"{name} {args.steps * BATCH * BLOCK / seconds:8,.0f}")
+        print(f"round {r + 1}: " + "   ".join(line) + " tokens/s", flush=True)
+    tokens = args.steps * BATCH * BLOCK
+    ours, theirs = tokens / best["course"], tokens / best["nanoGPT"]
+    print(f"best round: course {ours:,.0f} tokens/s, nanoGPT {theirs:,.0f} tokens/s, "
+          f"ratio {ours / theirs:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

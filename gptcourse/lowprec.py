@@ -1,0 +1,80 @@
+"""Low-precision decoding: fewer bytes per weight, because a cached decode step is spent reading weights.
+
+A cached step multiplies one token's vector by every weight matrix once, so its time is about
+(bytes of weights) / (memory bandwidth). Storing the weights in fewer bytes is the lever:
+  bf16  2 bytes per weight: the model converted with .to(torch.bfloat16). Fast only on CPUs
+        with bf16 arithmetic; elsewhere PyTorch converts on the fly.
+  int8  1 byte per weight in every Linear layer, with one scale per layer, and the activations
+        quantised on the fly at each call (PyTorch's dynamic quantisation, fbgemm kernels).
+Both change the logits a little; `greedy_agreement` measures how often the greedy choice
+stays the same as fp32's.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .kvcache import generate_cached
+from .model import GPTModel
+from .validate import require_instance, require_int
+
+LOW_PRECISION = ("bf16", "int8")
+
+
+def low_precision_copy(model: GPTModel, kind: str) -> GPTModel:
+    """A copy of `model` for decoding with `kind` weights ("bf16" or "int8"); the model is unchanged."""
+    require_instance("model", model, GPTModel)
+    if kind not in LOW_PRECISION:
+        raise ValueError(f"kind must be one of {LOW_PRECISION}, got {kind!r}")
+    if kind == "bf16":
+        return copy.deepcopy(model).to(torch.bfloat16).eval()
+    if not torch.backends.quantized.supported_engines or "fbgemm" not in torch.backends.quantized.supported_engines:
+        raise RuntimeError("int8 decoding needs PyTorch's fbgemm quantised kernels (x86 CPUs); use 'bf16'")
+    with warnings.catch_warnings():
+        # PyTorch marks torch.ao.quantization as moving to the torchao package; it still works,
+        # and it is the int8 CPU path that ships with PyTorch itself.
+        warnings.simplefilter("ignore")
+        # The copy's output head becomes its own int8 matrix; the embedding stays float (a lookup
+        # reads one row per token, not the whole matrix).
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8,
+                                                      inplace=False).eval()
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How often `other`'s greedy token equals the reference's, as shares of the new tokens.
+
+    forced: fed the reference's own tokens, `other` predicts the same next token this often
+            (a disagreement does not carry over to later positions).
+    free:   generating on its own from the prompt, `other` produces the same token this often
+            (after a first difference the two texts usually part ways).
+    """
+
+    forced: float
+    free: float
+
+
+@torch.no_grad()
+def greedy_agreement(reference: GPTModel, other: GPTModel, prompt: torch.Tensor, max_new_tokens: int,
+                     reference_tokens: torch.Tensor | None = None) -> Agreement:
+    """Compare the greedy tokens of `other` with those of `reference` after `prompt` (1, T)."""
+    require_instance("reference", reference, GPTModel)
+    n = require_int("max_new_tokens", max_new_tokens, low=1)
+    if prompt.dim() != 2 or prompt.size(0) != 1:
+        raise ValueError(f"prompt must have shape (1, tokens), got {tuple(prompt.shape)}")
+    if prompt.size(1) + n > reference.cfg.context_length:
+        raise ValueError(f"prompt plus max_new_tokens must fit the context length "
+                         f"{reference.cfg.context_length}, got {prompt.size(1)} + {n}")
+    if reference_tokens is None:
+        reference_tokens = generate_cached(reference, prompt, n, fused=True)
+    T = prompt.size(1)
+    new = reference_tokens[:, T:]                                     # (1, n)
+    # Position t's logits predict token t + 1: the predictions for the n new tokens sit at T-1 ..
+    forced = other(reference_tokens[:, :-1])[:, T - 1:].argmax(dim=-1)  # (1, n)
+    free = generate_cached(other, prompt, n, fused=True)[:, T:]
+    return Agreement(forced=(forced == new).float().mean().item(), free=(free == new).float().mean().item())

@@ -1,0 +1,63 @@
+"""Low-precision decoding: the copies run, keep the original intact, store fewer bytes per weight,
+and choose the same greedy tokens as fp32 nearly always."""
+
+import pytest
+import torch
+
+from gptcourse.config import GPTConfig
+from gptcourse.kvcache import generate_cached, weight_reading_floor
+from gptcourse.lowprec import LOW_PRECISION, greedy_agreement, low_precision_copy
+from gptcourse.model import GPTModel
+
+CFG = GPTConfig(vocab_size=300, context_length=96, emb_dim=64, n_heads=4, n_layers=2, drop_rate=0.0,
+                use_sdpa=True, use_fused=True, tie_weights=False)  # untied: random models disagree
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPTModel(CFG).eval()
+
+
+@pytest.mark.parametrize("kind, bytes_per_weight", [("bf16", 2), ("int8", 1)])
+def test_copy_stores_fewer_bytes_and_leaves_the_model_alone(model, kind, bytes_per_weight):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    small = low_precision_copy(model, kind)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert next(model.parameters()).dtype == torch.float32
+    _, fp32_bytes = weight_reading_floor(model, repeats=1)
+    _, small_bytes = weight_reading_floor(small, repeats=1)
+    # The Linear weights shrink to bytes_per_weight; int8 keeps fp32 biases (a small share).
+    assert small_bytes < fp32_bytes * bytes_per_weight / 4 * 1.05
+    assert small_bytes >= fp32_bytes * bytes_per_weight / 4 * 0.95
+
+
+@pytest.mark.parametrize("kind", LOW_PRECISION)
+def test_low_precision_greedy_tokens_agree_with_fp32(model, kind):
+    prompt = torch.randint(0, CFG.vocab_size, (1, 6), generator=torch.Generator().manual_seed(1))
+    small = low_precision_copy(model, kind)
+    tokens = generate_cached(small, prompt, 40, fused=True)
+    assert tokens.shape == (1, 46) and torch.equal(tokens[:, :6], prompt)
+    agreement = greedy_agreement(model, small, prompt, 80)
+    assert agreement.forced >= 0.9, agreement
+    assert 0.0 <= agreement.free <= 1.0
+
+
+def test_agreement_detects_a_different_model(model):
+    torch.manual_seed(1)
+    other = GPTModel(CFG).eval()  # other weights: the greedy choices should mostly differ
+    prompt = torch.randint(0, CFG.vocab_size, (1, 6), generator=torch.Generator().manual_seed(1))
+    agreement = greedy_agreement(model, other, prompt, 40)
+    assert agreement.forced < 0.5
+    assert greedy_agreement(model, model, prompt, 40) == type(agreement)(forced=1.0, free=1.0)
+
+
+def test_errors(model):
+    with pytest.raises(ValueError, match="kind must be one of"):
+        low_precision_copy(model, "fp8")
+    with pytest.raises(TypeError, match="model"):
+        low_precision_copy(torch.nn.Linear(2, 2), "bf16")
+    with pytest.raises(ValueError, match="context length"):
+        greedy_agreement(model, model, torch.zeros(1, 10, dtype=torch.long), CFG.context_length)
+    with pytest.raises(ValueError, match="shape"):
+        greedy_agreement(model, model, torch.zeros(2, 4, dtype=torch.long), 5)
