@@ -35,6 +35,7 @@ Chapter 6, training and sampling
 Chapter 7, beyond
     pretrained  OpenAI's GPT-2 weights loaded into GPTModel
     kvcache     generation with a KV cache, plain and with fused kernels
+    lowprec     decoding with fewer bytes per weight: bf16 and int8 copies, greedy agreement
 Chapter 8, tokenizers from scratch
     bpe         byte-level BPE: pair counts, merges, training, encode and decode
     gpt2_bpe    GPT-2's own merges rebuilt from tiktoken's ranks, for the BPE tokenizer
