@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,16 +58,11 @@ def _read_manifest(workspace: Path) -> dict[str, str]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def _write_atomically(path: Path, data: bytes) -> None:
+    # A temp file renamed into place: an interrupted run never leaves half a notebook.
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def _copy_atomically(source: Path, target: Path) -> None:
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
 
 
 def sync_workspace(course_root: Path, workspace: Path | None = None) -> SyncReport:
@@ -84,19 +78,20 @@ def sync_workspace(course_root: Path, workspace: Path | None = None) -> SyncRepo
             course_digest = _digest(source)
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _copy_atomically(source, target)
+                _write_atomically(target, source.read_bytes())
                 report.copied.append(name)
             elif manifest.get(name) == course_digest:
                 continue  # the course has not changed since we copied it
-            elif _digest(target) == manifest.get(name) or _digest(target) == course_digest:
-                _copy_atomically(source, target)  # untouched by the learner: safe to refresh
+            elif _digest(target) in (manifest.get(name), course_digest):
+                _write_atomically(target, source.read_bytes())  # untouched by the learner
                 report.updated.append(name)
             else:
                 report.kept.append(name)
                 continue  # keep the old digest: the learner's copy is still "theirs"
             manifest[name] = course_digest
     workspace.mkdir(parents=True, exist_ok=True)
-    _write_atomically(workspace / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    _write_atomically(workspace / MANIFEST,
+                      (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode("utf-8"))
     return report
 
 
