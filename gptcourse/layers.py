@@ -50,10 +50,45 @@ GELU_TANH_CONSTANT = math.sqrt(2.0 / math.pi)
 GELU_CUBIC_COEFFICIENT = 0.044715
 
 
+class _TanhGELUFunction(torch.autograd.Function):
+    """GPT-2's tanh GELU for CPUs: the same curve in a few in-place passes, with its own backward.
+
+    0.5 * x * (1 + tanh(u)) equals x * sigmoid(2u), since tanh(u) = 2 * sigmoid(2u) - 1, and a
+    CPU computes sigmoid several times faster than tanh. Working in place allocates two tensors
+    per pass instead of six, and fresh memory is costly on a CPU (every new page faults once).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        # s = sigmoid(2u) with 2u = 2K * (x + c * x^3) = x * (2K + 2Kc * x^2)
+        s = (x * x).mul_(2 * GELU_TANH_CONSTANT * GELU_CUBIC_COEFFICIENT).add_(2 * GELU_TANH_CONSTANT)
+        s = s.mul_(x).sigmoid_()
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, s = ctx.saved_tensors
+        # d/dx [x * s] = s + x * s * (1 - s) * d(2u)/dx, with d(2u)/dx = 2K * (1 + 3c * x^2)
+        du = (x * x).mul_(6 * GELU_TANH_CONSTANT * GELU_CUBIC_COEFFICIENT).add_(2 * GELU_TANH_CONSTANT)
+        return torch.rsub(s, 1).mul_(s).mul_(x).mul_(du).add_(s).mul_(grad)
+
+
+def gelu_tanh_fused(x: torch.Tensor) -> torch.Tensor:
+    """The tanh GELU through the fastest path for x's device (equal up to float rounding).
+
+    On a GPU that is PyTorch's one kernel F.gelu(approximate="tanh"). On a CPU that kernel
+    computes tanh slowly (about 4x slower than the exact GELU), so `_TanhGELUFunction` is used.
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
+        return _TanhGELUFunction.apply(x)
+    return F.gelu(x, approximate="tanh")
+
+
 class GELU(nn.Module):
     """GELU with the tanh approximation used by GPT-2: smooth like ReLU, but non-zero below 0.
 
-    fused=True computes the same curve with PyTorch's one-kernel F.gelu(approximate="tanh").
+    fused=True computes the same curve through `gelu_tanh_fused`, the fastest path for the device.
     """
 
     def __init__(self, fused: bool = False):
@@ -62,7 +97,7 @@ class GELU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused:
-            return F.gelu(x, approximate="tanh")
+            return gelu_tanh_fused(x)
         # A tanh curve fitted to the exact x * Phi(x) (Phi: the standard normal CDF).
         inner = GELU_TANH_CONSTANT * (x + GELU_CUBIC_COEFFICIENT * x.pow(3))
         return 0.5 * x * (1.0 + torch.tanh(inner))

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from gptcourse.attention import MultiHeadAttention
 from gptcourse.config import GPTConfig
@@ -15,6 +16,7 @@ from gptcourse.layers import (
     LayerNorm,
     TransformerBlock,
     gelu_exact,
+    gelu_tanh_fused,
     layer_gradients,
 )
 
@@ -279,6 +281,29 @@ def test_fused_gelu_equals_explicit_values_and_gradients():
     out_b.sum().backward()
     torch.testing.assert_close(xb.grad, xa.grad, atol=1e-12, rtol=1e-12)
     assert not torch.allclose(GELU(fused=True)(x), gelu_exact(x), atol=1e-6)  # tanh, not erf
+
+
+def test_cpu_tanh_gelu_matches_torch_in_float32_with_any_upstream_gradient():
+    # The CPU path is a hand-written autograd.Function (x * sigmoid(2u)): check it against
+    # PyTorch's own tanh GELU, values and gradients, including far tails where sigmoid saturates.
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(4000) * 3, torch.tensor([-1e4, -60.0, -10.0, 0.0, 10.0, 60.0, 1e4])])
+    upstream = torch.randn_like(x)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_a, out_b = F.gelu(xa, approximate="tanh"), gelu_tanh_fused(xb)
+    torch.testing.assert_close(out_b, out_a, atol=1e-6, rtol=1e-5)
+    out_a.backward(upstream)
+    out_b.backward(upstream)
+    assert torch.isfinite(xb.grad).all()
+    torch.testing.assert_close(xb.grad, xa.grad, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_tanh_gelu_passes_gradcheck_and_keeps_other_dtypes_on_torch():
+    x = (torch.randn(2, 30, dtype=torch.float64) * 3).requires_grad_()
+    assert torch.autograd.gradcheck(gelu_tanh_fused, (x,))
+    half = torch.randn(64).to(torch.bfloat16)  # low precision: PyTorch's kernel computes inside in float
+    assert torch.equal(gelu_tanh_fused(half), F.gelu(half, approximate="tanh"))
+    assert gelu_tanh_fused(torch.randn(3, 5)).shape == (3, 5)
 
 
 def test_fused_flags_are_validated_and_shown():
