@@ -11,7 +11,8 @@ token does not depend on the values. In alternating rounds (ours, theirs, ours, 
   ours        generate_cached(fused=True): the course's cached decode through fused kernels
   transformers  GPT2LMHeadModel.generate(use_cache=True, do_sample=False)
   floor       every Linear layer once on one token: reads every weight once and nothing else,
-              so no cached step can be faster (gptcourse.kvcache.weight_reading_floor)
+              so no cached step can be faster (gptcourse.kvcache.weight_reading_floor); run as
+              many times as ours decodes tokens, so that each side's round is a mean over n tokens
 and, once each, generate_text_simple (no cache) and the low-precision copies of our model
 (gptcourse.lowprec): their speed against fp32, their own floor, and how many of their greedy
 tokens agree with fp32's. The best round of each side counts, so a busy machine slows all alike.
@@ -29,6 +30,7 @@ import torch
 from gptcourse.generate import generate_text_simple
 from gptcourse.kvcache import generate_cached, weight_reading_floor
 from gptcourse.lowprec import LOW_PRECISION, greedy_agreement, low_precision_copy
+from gptcourse.model import GPTModel
 from gptcourse.pretrained import gpt2_from_hf
 
 
@@ -39,6 +41,18 @@ def best_seconds(fn, rounds: int) -> tuple[object, float]:
         out = fn()
         best = min(best, time.perf_counter() - start)
     return out, best
+
+
+def operation_overhead(model: GPTModel, prompt: torch.Tensor, n: int, rounds: int) -> float:
+    """Seconds to decode n tokens with a model of the same depth but tiny widths (emb 48, vocab 100).
+
+    Its matrices take no time to read, so what is left is the cost of the operations themselves:
+    each of the few hundred small calls per token (dispatch, Python) takes microseconds.
+    """
+    tiny = GPTModel(model.cfg.replace(emb_dim=48, vocab_size=100)).eval()
+    ids = prompt % 100
+    generate_cached(tiny, ids, 3, fused=True)
+    return best_seconds(lambda: generate_cached(tiny, ids, n, fused=True), rounds)[1]
 
 
 def main() -> None:
@@ -75,7 +89,9 @@ def main() -> None:
                                pad_token_id=hf.config.eos_token_id)
 
     def floor():
-        return weight_reading_floor(model, repeats=3)
+        # As many passes as `ours` decodes tokens, timed as a whole: the floor's round is the
+        # same kind of figure as the others' (the mean over n tokens), not its luckiest pass.
+        return weight_reading_floor(model, repeats=1, passes=n)[0] * n
 
     generate_cached(model, prompt, 3, fused=True)  # warm-up: allocation, kernel choice
     theirs_short = hf.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=0)
@@ -86,10 +102,10 @@ def main() -> None:
         best["ours"] = min(best["ours"], seconds)
         tokens_theirs, seconds = best_seconds(theirs, 1)
         best["transformers"] = min(best["transformers"], seconds)
-        (step, bytes_read), _ = best_seconds(floor, 1)
-        best["floor"] = min(best["floor"], step * n)
+        best["floor"] = min(best["floor"], floor())
         print(f"round {r + 1}: ours {n / best['ours']:6.2f}  transformers {n / best['transformers']:6.2f}"
               f"  floor {n / best['floor']:6.2f} tokens/s (best so far)", flush=True)
+    bytes_read = weight_reading_floor(model, repeats=1)[1]
     same = torch.equal(tokens_ours, tokens_theirs)
     print(f"\n{'':28s}{'tokens/s':>10s}{'ms/token':>10s}")
     for name, seconds in best.items():
@@ -100,6 +116,11 @@ def main() -> None:
     print(f"identical tokens:           {same}")
     if not same:
         raise SystemExit("our tokens differ from transformers'")
+    overhead = operation_overhead(model, prompt, n, args.rounds)
+    print(f"operations' own cost:       {1e3 * overhead / n:.1f} ms/token: the same {model.cfg.n_layers} "
+          f"blocks with tiny matrices, so floor + this is the most a step of these operations can do "
+          f"({n / (best['floor'] + overhead):.2f} tokens/s, {best['floor'] / (best['floor'] + overhead):.2f} "
+          f"of the floor)")
 
     if args.uncached:
         plain, t_plain = best_seconds(lambda: generate_text_simple(model, prompt, n), 1)
@@ -114,7 +135,7 @@ def main() -> None:
             generate_cached(small, prompt, 3, fused=True)
             _, seconds = best_seconds(lambda small=small: generate_cached(small, prompt, n, fused=True),
                                       args.rounds)
-            low_floor = weight_reading_floor(small, repeats=3)[0] * n
+            low_floor = weight_reading_floor(small, repeats=args.rounds, passes=n)[0] * n
             agreement = greedy_agreement(model, small, prompt, n, reference_tokens=tokens_ours)
             print(f"{kind:16s}{n / seconds:10.2f}{best['ours'] / seconds:8.2f}x{low_floor / seconds:14.2f}"
                   f"{agreement.forced:16.1%}{agreement.free:14.1%}")

@@ -11,7 +11,8 @@ Ours is `gptcourse.train.train` itself (its model, its optimizer from gptcourse.
 clipping and learning-rate schedule), timed between its per-step hooks. nanoGPT's is the step of
 its train.py: set the lr, forward with targets, backward, clip, step, zero the gradients.
 The two run in this one process in alternating rounds (A B A B ...), and the best round of each
-side counts, so a busy machine slows both alike. The course's model keeps its output-projection
+side counts, so a busy machine slows both alike. A third side times only the step's matmuls at
+the same shapes: the floor that no training step on this machine can beat. The course's model keeps its output-projection
 and feed-forward biases (nanoGPT's baby config has none): that work counts against us.
 """
 
@@ -112,6 +113,38 @@ def nanogpt_runner(nanogpt, train_ids: torch.Tensor):
     return run
 
 
+def matmul_floor_runner(model: torch.nn.Module, tokens: int, batch: int, seq_len: int, heads: int):
+    """A function that times `steps` steps' worth of only the matmuls of a training step.
+
+    Every Linear layer does three matmuls per step (forward x @ W.T, then the gradients g @ W and
+    g.T @ x) and attention six per layer (Q @ K.T and P @ V, and four in the backward pass), at
+    the step's own shapes. Nothing else of a step (GELU, LayerNorm, the optimizer, Python) is
+    timed, so no training step on this machine can be faster: a physical floor for both sides.
+    """
+    calls = []
+    for layer in (m for m in model.modules() if isinstance(m, torch.nn.Linear)):
+        x = torch.randn(tokens, layer.in_features)
+        w = torch.randn(layer.out_features, layer.in_features)
+        g = torch.randn(tokens, layer.out_features)
+        calls += [lambda x=x, w=w: x @ w.t(), lambda g=g, w=w: g @ w, lambda g=g, x=x: g.t() @ x]
+    head_dim = model.cfg.emb_dim // heads
+    q = torch.randn(batch * heads, seq_len, head_dim)
+    p = torch.randn(batch * heads, seq_len, seq_len)
+    for _ in range(model.cfg.n_layers):
+        calls += [lambda: q @ q.transpose(1, 2), lambda: p @ q,                        # forward
+                  lambda: q @ q.transpose(1, 2), lambda: p.transpose(1, 2) @ q,        # dP, dV
+                  lambda: p @ q, lambda: p.transpose(1, 2) @ q]                        # dQ, dK
+
+    def run(steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            for call in calls:
+                call()
+        return time.perf_counter() - start
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nanogpt", type=Path, required=True, help="folder with nanoGPT's model.py")
@@ -131,7 +164,8 @@ def main() -> None:
         cfg = cfg.replace(use_fused=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}; config {cfg}, use_fused={cfg.use_fused}")
-    sides = {"course": course_runner(cfg, train_ids), "nanoGPT": nanogpt_runner(nanogpt, train_ids)}
+    sides = {"course": course_runner(cfg, train_ids), "nanoGPT": nanogpt_runner(nanogpt, train_ids),
+             "matmul floor": matmul_floor_runner(GPTModel(cfg), BATCH * BLOCK, BATCH, BLOCK, HEADS)}
     for run in sides.values():
         run(3)  # warm-up: allocations, kernel choice
     best = {name: float("inf") for name in sides}
@@ -143,9 +177,11 @@ def main() -> None:
             line.append(f"{name} {args.steps * BATCH * BLOCK / seconds:8,.0f}")
         print(f"round {r + 1}: " + "   ".join(line) + " tokens/s", flush=True)
     tokens = args.steps * BATCH * BLOCK
-    ours, theirs = tokens / best["course"], tokens / best["nanoGPT"]
+    ours, theirs, floor = (tokens / best[name] for name in ("course", "nanoGPT", "matmul floor"))
     print(f"best round: course {ours:,.0f} tokens/s, nanoGPT {theirs:,.0f} tokens/s, "
           f"ratio {ours / theirs:.2f}x")
+    print(f"matmul floor (the step's matmuls alone) {floor:,.0f} tokens/s: course at "
+          f"{ours / floor:.2f} of it, nanoGPT at {theirs / floor:.2f}")
 
 
 if __name__ == "__main__":

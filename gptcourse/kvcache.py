@@ -240,14 +240,17 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
 
 
 @torch.no_grad()
-def weight_reading_floor(model: torch.nn.Module, repeats: int = 5) -> tuple[float, int]:
+def weight_reading_floor(model: torch.nn.Module, repeats: int = 5, passes: int = 1) -> tuple[float, int]:
     """The floor of a cached step: (seconds, bytes) to run every Linear layer once on one token.
 
     That reads every weight matrix once and does nothing else, so no cached step can be faster.
-    The seconds are the best of `repeats` runs; the bytes are what those layers' weights take.
+    The seconds are the best of `repeats` runs, each the mean of `passes` passes in a row (to
+    compare with the mean time per token of a whole generation, use as many passes as tokens);
+    the bytes are what those layers' weights take.
     Layers quantised to int8 (gptcourse.lowprec) count as Linear layers, at their own size.
     """
     require_positive_int("repeats", repeats)
+    require_positive_int("passes", passes)
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) or _is_int8_linear(m)]
     if not layers:
         raise ValueError("the model has no Linear layers, so there is no weight-reading floor to time")
@@ -259,12 +262,13 @@ def weight_reading_floor(model: torch.nn.Module, repeats: int = 5) -> tuple[floa
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        for call, x in zip(calls, inputs):
-            if isinstance(call, tuple):
-                F.linear(x, *call)
-            else:
-                call(x)
-        best = min(best, time.perf_counter() - start)
+        for _ in range(passes):
+            for call, x in zip(calls, inputs):
+                if isinstance(call, tuple):
+                    F.linear(x, *call)
+                else:
+                    call(x)
+        best = min(best, (time.perf_counter() - start) / passes)
     return best, sum(_weight_bytes(layer) for layer in layers)
 
 

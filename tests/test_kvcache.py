@@ -230,6 +230,19 @@ def test_weight_reading_floor_counts_every_linear_weight_once():
         weight_reading_floor(torch.nn.LayerNorm(4))
 
 
+def test_weight_reading_floor_runs_passes_in_a_row_and_reports_one_pass(monkeypatch):
+    model = make_model()
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    calls = []
+    real_linear = torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear", lambda *a: calls.append(1) or real_linear(*a))
+    seconds, _ = weight_reading_floor(model, repeats=2, passes=3)
+    assert len(calls) == 2 * 3 * n_linear  # every Linear once per pass, 3 passes per repeat
+    assert 0 < seconds
+    with pytest.raises(ValueError, match="passes must be a positive int"):
+        weight_reading_floor(model, passes=0)
+
+
 # --- errors --------------------------------------------------------------------------------------
 def test_cache_errors():
     model = make_model()
