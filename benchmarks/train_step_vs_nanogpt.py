@@ -12,8 +12,9 @@ clipping and learning-rate schedule), timed between its per-step hooks. nanoGPT'
 its train.py: set the lr, forward with targets, backward, clip, step, zero the gradients.
 The two run in this one process in alternating rounds (A B A B ...), and the best round of each
 side counts, so a busy machine slows both alike. A third side times only the step's matmuls at
-the same shapes: the floor that no training step on this machine can beat. The course's model keeps its output-projection
-and feed-forward biases (nanoGPT's baby config has none): that work counts against us.
+the same shapes: the floor that no training step on this machine can beat. The course's model
+keeps its output-projection and feed-forward biases (nanoGPT's baby config has none): that work
+counts against us.
 """
 
 from __future__ import annotations

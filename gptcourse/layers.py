@@ -53,9 +53,9 @@ GELU_CUBIC_COEFFICIENT = 0.044715
 class _TanhGELUFunction(torch.autograd.Function):
     """GPT-2's tanh GELU for CPUs: the same curve in a few in-place passes, with its own backward.
 
-    0.5 * x * (1 + tanh(u)) equals x * sigmoid(2u), since tanh(u) = 2 * sigmoid(2u) - 1, and a
-    CPU computes sigmoid several times faster than tanh. Working in place allocates two tensors
-    per pass instead of six, and fresh memory is costly on a CPU (every new page faults once).
+    0.5 * x * (1 + tanh(u)) equals x * sigmoid(2u), since tanh(u) = 2 * sigmoid(2u) - 1, and
+    PyTorch computes sigmoid on a CPU several times faster than tanh. The in-place passes (`mul_`,
+    `add_`) write into the tensor just made instead of making a new one for every step.
     """
 
     @staticmethod
@@ -77,8 +77,9 @@ class _TanhGELUFunction(torch.autograd.Function):
 def gelu_tanh_fused(x: torch.Tensor) -> torch.Tensor:
     """The tanh GELU through the fastest path for x's device (equal up to float rounding).
 
-    On a GPU that is PyTorch's one kernel F.gelu(approximate="tanh"). On a CPU that kernel
-    computes tanh slowly (about 4x slower than the exact GELU), so `_TanhGELUFunction` is used.
+    On a GPU that is PyTorch's one kernel F.gelu(approximate="tanh"). On a CPU that kernel's tanh
+    is slow (on CPUs without AVX2 many times slower), so float tensors use `_TanhGELUFunction`;
+    bfloat16 and float16 stay on PyTorch's kernel, which computes inside in float32.
     """
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
         return _TanhGELUFunction.apply(x)
