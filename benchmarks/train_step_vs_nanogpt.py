@@ -2,6 +2,7 @@
 
     python benchmarks/train_step_vs_nanogpt.py --nanogpt /tmp/nanogpt
     python benchmarks/train_step_vs_nanogpt.py --nanogpt /tmp/nanogpt --threads 1 --rounds 6
+    python benchmarks/train_step_vs_nanogpt.py --nanogpt /tmp/nanogpt --compile
 
 --nanogpt is a folder holding nanoGPT's model.py (github.com/karpathy/nanoGPT); nothing of
 nanoGPT is part of this project, it is imported from there for the comparison only.
@@ -53,10 +54,16 @@ def load_nanogpt(folder: Path):
     return module
 
 
-def course_runner(cfg: GPTConfig, train_ids: torch.Tensor):
-    """A function that runs `steps` more steps of gptcourse.train.train and returns their seconds."""
+def course_runner(cfg: GPTConfig, train_ids: torch.Tensor, compile_model: bool = False):
+    """A function that runs `steps` more steps of gptcourse.train.train and returns their seconds.
+
+    compile_model: the model's forward goes through torch.compile (nn.Module.compile, in place),
+    which compiles on the first steps; main() reports that time apart from the timed rounds.
+    """
     torch.manual_seed(0)
     model = GPTModel(cfg)
+    if compile_model:
+        model.compile()
     state = None
 
     def run(steps: int) -> float:
@@ -153,6 +160,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per side")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
     parser.add_argument("--no-fused", action="store_true", help="the course's explicit LayerNorm/GELU")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the course's step with torch.compile (needs a C++ compiler)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -167,8 +176,13 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}; config {cfg}, use_fused={cfg.use_fused}")
     sides = {"course": course_runner(cfg, train_ids), "nanoGPT": nanogpt_runner(nanogpt, train_ids),
              "matmul floor": matmul_floor_runner(GPTModel(cfg), BATCH * BLOCK, BATCH, BLOCK, HEADS)}
-    for run in sides.values():
-        run(3)  # warm-up: allocations, kernel choice
+    if args.compile:
+        sides["course, compiled"] = course_runner(cfg, train_ids, compile_model=True)
+    for name, run in sides.items():
+        start = time.perf_counter()
+        run(3)  # warm-up: allocations, kernel choice (and compiling)
+        if name == "course, compiled":
+            print(f"torch.compile: the first steps took {time.perf_counter() - start:.1f} s (compiling)")
     best = {name: float("inf") for name in sides}
     for r in range(args.rounds):
         line = []
@@ -183,6 +197,10 @@ def main() -> None:
           f"ratio {ours / theirs:.2f}x")
     print(f"matmul floor (the step's matmuls alone) {floor:,.0f} tokens/s: course at "
           f"{ours / floor:.2f} of it, nanoGPT at {theirs / floor:.2f}")
+    if args.compile:
+        compiled = tokens / best["course, compiled"]
+        print(f"compiled course step {compiled:,.0f} tokens/s: {compiled / theirs:.2f}x nanoGPT, "
+              f"{compiled / ours:.2f}x the course's eager step")
 
 
 if __name__ == "__main__":
