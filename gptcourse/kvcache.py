@@ -234,8 +234,10 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
     model.eval()
     cache = KVCache(model.cfg.n_layers, capacity=context_size)  # written in place, never copied
 
-    def next_logits(ids: torch.Tensor) -> torch.Tensor:  # (B, vocab) after ids, extending the cache
-        return forward_with_cache(model, ids, cache, last_only=True, fused=fused)[:, -1]
+    def next_logits(ids: torch.Tensor, check: bool = True) -> torch.Tensor:
+        """(B, vocab) after ids, extending the cache; check=False skips forward_with_cache's checks."""
+        forward = forward_with_cache if check else _forward_checked
+        return forward(model, ids, cache, last_only=True, fused=fused)[:, -1]
 
     logits = next_logits(idx[:, -context_size:])  # the prefill, with all of forward_with_cache's checks
     for step in range(max_new_tokens):
@@ -250,7 +252,7 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
         else:
             # One token the model itself chose, into a cache with room (checked just above): the
             # prefill's checks hold, so skip them; on a 124M model they cost about 1% per token.
-            logits = _forward_checked(model, next_id, cache, last_only=True, fused=fused)[:, -1]
+            logits = next_logits(next_id, check=False)
     model.train(was_training)
     return idx
 
