@@ -306,6 +306,25 @@ def test_cpu_tanh_gelu_passes_gradcheck_and_keeps_other_dtypes_on_torch():
     assert gelu_tanh_fused(torch.randn(3, 5)).shape == (3, 5)
 
 
+def test_cpu_tanh_gelu_keeps_only_its_derivative_and_skips_it_for_inference():
+    # Training keeps one tensor per GELU (the derivative), not two (x and the sigmoid).
+    x = torch.randn(8, 16, requires_grad=True)
+    out = gelu_tanh_fused(x)
+    assert len(out.grad_fn.saved_tensors) == 1
+    # Without a gradient (a frozen input, or torch.no_grad) the shorter inference path runs:
+    # still the same curve, and nothing to keep.
+    frozen = torch.cat([torch.randn(500) * 4, torch.tensor([-1e4, -60.0, 0.0, 60.0, 1e4])])
+    with torch.no_grad():
+        torch.testing.assert_close(gelu_tanh_fused(frozen), F.gelu(frozen, approximate="tanh"),
+                                   atol=1e-6, rtol=1e-5)
+    assert gelu_tanh_fused(frozen).grad_fn is None
+    # The saved derivative is a plain number per element: a second derivative is refused
+    # instead of coming out silently wrong.
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="does not require grad|twice|differentiable"):
+        grad.sum().backward()
+
+
 def test_fused_flags_are_validated_and_shown():
     with pytest.raises(TypeError, match="fused"):
         LayerNorm(4, fused="yes")
