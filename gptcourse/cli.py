@@ -34,7 +34,7 @@ from .data import (
     tiny_shakespeare_path,
     train_val_split,
 )
-from .device import DEVICE_CHOICES, pick_device
+from .device import DEVICE_CHOICES, CompileError, pick_device
 from .download import DownloadError, data_dir, sha256_of
 from .generate import generate_text
 from .model import GPTModel, count_parameters
@@ -73,6 +73,7 @@ examples:
   gptcourse train --tokenizer gpt2 --out runs/bpe  GPT-2 tokens instead of characters
   gptcourse train --device cuda --n-layers 6 --emb-dim 384 --n-heads 6 --context-length 256
   gptcourse train --batch-size 64 --grad-accum 4   4 micro-batches of 16 per step (less memory)
+  gptcourse train --max-iters 20000 --compile      compiled steps: slow to start, then faster
   torchrun --standalone --nproc_per_node=4 -m gptcourse train --out runs/ddp
                                                    4 processes (GPUs) share each batch; same model
 
@@ -151,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grad-accum", type=int, default=1, metavar="K",
                      help="split each step's batch in K micro-batches: less memory, same "
                           "training (default 1)")
+    run.add_argument("--compile", action="store_true",
+                     help="run the steps through torch.compile: the first step takes tens of "
+                          "seconds, later ones are faster (worth it for long runs; on a CPU it "
+                          "needs a C++ compiler)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     run.add_argument("--sample-tokens", type=int, default=200, metavar="N",
                      help="show a sample of this many tokens at the end (0: none)")
@@ -239,8 +244,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if changed:
             raise ValueError(f"--resume continues the saved run with its own data and settings; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in changed)} "
-                             f"(only --max-iters, --device, --grad-accum and --checkpoint-every "
-                             f"may change)")
+                             f"(only --max-iters, --device, --grad-accum, --checkpoint-every and "
+                             f"--compile may change)")
         cfg = config_of(ckpt)
         check_checkpoint_fits(ckpt, cfg)  # before GPTModel(cfg) allocates what the config claims
         settings = TrainSettings(**ckpt["settings"])
@@ -303,8 +308,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                      f"--resume" if ckpt_path.is_file() else "")
             raise UserError(f"{exc}{later}") from exc
 
-    def slow_down(_) -> None:
-        time.sleep(args.step_delay)
+    timing = {"steps": 0}  # for the --compile report: the number of steps, the first and last end
+
+    def after_step(_) -> None:
+        timing["steps"] += 1
+        timing.setdefault("first", time.perf_counter())
+        timing["last"] = time.perf_counter()
+        if args.step_delay > 0:
+            time.sleep(args.step_delay)
 
     every = args.checkpoint_every if args.checkpoint_every is not None else settings.eval_interval
     # Weights plus AdamW's two moments, each the size of the weights; the rest is small.
@@ -319,12 +330,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"Removed {tmp.name}, left by a save that was interrupted.")
         state = train(model, train_ids, val_ids, settings, state=state, device=device,
                       checkpoint_every=every, on_checkpoint=save,
-                      on_step=slow_down if args.step_delay > 0 else None, progress=not args.no_progress,
-                      grad_accum=args.grad_accum)
+                      on_step=after_step, progress=not args.no_progress,
+                      grad_accum=args.grad_accum, compile_model=args.compile)
     seconds = time.perf_counter() - started
     h = state.history
     print(f"Step {state.step}: train loss {h['train'][-1]:.4f}, val loss {h['val'][-1]:.4f} "
           f"({seconds:.1f} s). Saved {ckpt_path}")
+    if args.compile and timing["steps"]:
+        report = (f"torch.compile: the first step, which compiled the model, ended "
+                  f"{timing['first'] - started:.1f} s after the start")
+        if timing["steps"] > 1:
+            per_step = (timing["last"] - timing["first"]) / (timing["steps"] - 1)
+            report += f"; the {timing['steps'] - 1} later steps took {per_step * 1000:.0f} ms each on average"
+        print(report + ".")
     if args.sample_tokens > 0:
         print("Sample (temperature 0.8):")
         print(generate_text(model, tokenizer, "\n", args.sample_tokens, temperature=0.8,
@@ -399,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return args.func(args)
-    except (UserError, ValueError, FileNotFoundError, CheckpointError, DownloadError,
+    except (UserError, ValueError, FileNotFoundError, CheckpointError, CompileError, DownloadError,
             RunFolderError, TokenizerUnavailableError) as exc:
         print(f"gptcourse {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""Where the model runs: pick CUDA, then Apple's MPS, then the CPU, and use bf16 autocast on CUDA."""
+"""Where and how the model runs: pick CUDA, then Apple's MPS, then the CPU; bf16 autocast on CUDA; torch.compile."""
 
 from __future__ import annotations
 
@@ -56,3 +56,39 @@ def autocast(device: str | torch.device) -> contextlib.AbstractContextManager:
     if torch.device(device).type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+class CompileError(RuntimeError):
+    """torch.compile could not build the model's kernels (on a CPU, most often: no C++ compiler)."""
+
+
+def compile_for_training(module: torch.nn.Module) -> torch.nn.Module:
+    """`module` through torch.compile, for the training steps only (opt-in: train(compile_model=True)).
+
+    The first call compiles: it takes tens of seconds, and on a CPU it needs a C++ compiler. Later
+    steps run fused kernels and are faster, so compiling pays off on long runs. The parameters
+    stay those of `module`: saving and generating use the model as it is, without compiling.
+    """
+    try:
+        return torch.compile(module)
+    except RuntimeError as exc:  # e.g. a Python version that torch.compile does not support yet
+        raise CompileError(f"torch.compile is not available here ({exc}); train without compiling "
+                           f"(drop --compile, or compile_model=False)") from exc
+
+
+@contextlib.contextmanager
+def explain_compile_errors():
+    """Turn a failure inside torch.compile (raised on the first compiled call) into a CompileError."""
+    try:
+        yield
+    except Exception as exc:
+        from torch._dynamo.exc import BackendCompilerFailed  # loaded already if anything compiled
+
+        if not isinstance(exc, BackendCompilerFailed):
+            raise
+        inner = getattr(exc, "inner_exception", None) or exc
+        detail = (str(inner).strip().splitlines() or [""])[0]
+        raise CompileError(
+            f"torch.compile could not build the model ({type(inner).__name__}: {detail}). On a CPU it "
+            f"needs a working C++ compiler (g++ or clang++): install one, or train without compiling "
+            f"(drop --compile, or compile_model=False)") from exc

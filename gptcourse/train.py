@@ -18,11 +18,12 @@ import torch
 from . import distributed
 from .config import replace_fields
 from .data import get_batch
-from .device import autocast
+from .device import autocast, compile_for_training, explain_compile_errors
 from .loss import calc_loss_batch, estimate_loss
 from .optim import lr_at, make_optimizer
 from .progress import progress_bar
 from .validate import (
+    require_flag,
     require_instance,
     require_int,
     require_number,
@@ -178,6 +179,7 @@ def train(
     on_step: Callable[[TrainState], None] | None = None,
     progress: bool = True,
     grad_accum: int = 1,
+    compile_model: bool = False,
 ) -> TrainState:
     """Train `model` until `settings.max_iters` steps are done; return the state with its history.
 
@@ -186,10 +188,13 @@ def train(
     `settings.batch_size` windows are split in `grad_accum` micro-batches (less memory, same step),
     and under torchrun among the processes (see `gptcourse.distributed`): only rank 0 shows
     progress and calls `on_checkpoint`, and the model trained is the same as in one process.
+    compile_model=True runs the training steps through torch.compile (see
+    `gptcourse.device.compile_for_training`): a slow first step, then faster ones.
     """
     settings = settings or TrainSettings()
     require_instance("settings", settings, TrainSettings)
     require_int("checkpoint_every", checkpoint_every, low=0)
+    require_flag("compile_model", compile_model)
     micro_batch = _micro_batch_size(settings.batch_size, require_positive_int("grad_accum", grad_accum))
     cfg = getattr(model, "cfg", None)
     if settings.block_size is None and cfg is None:
@@ -203,6 +208,8 @@ def train(
     device = torch.device(device)
     model.to(device)
     trainer = distributed.wrap(model, device)  # the model itself without torchrun
+    if compile_model:
+        trainer = compile_for_training(trainer)  # evaluation keeps the model as it is
     main_process = distributed.is_main_process()
     state = state or new_state(model, settings)
     splits = {"train": train_data, "val": val_data}
@@ -231,8 +238,9 @@ def train(
         share = slice(distributed.rank() * micro_batch * grad_accum,
                       (distributed.rank() + 1) * micro_batch * grad_accum)
         state.optimizer.zero_grad(set_to_none=True)  # forget the previous step's gradients
-        loss = _accumulate_gradients(trainer, x[share].to(device), y[share].to(device), grad_accum,
-                                     device)
+        with explain_compile_errors():  # a compiled model compiles on its first step
+            loss = _accumulate_gradients(trainer, x[share].to(device), y[share].to(device), grad_accum,
+                                         device)
         if settings.grad_clip > 0:
             # One unlucky batch must not throw the weights far away: cap the gradient's length.
             # foreach: one pass over all gradients at once, not one small norm per tensor.

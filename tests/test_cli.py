@@ -164,6 +164,32 @@ def test_user_errors_are_one_line_messages(args, needs_run, message, reference_r
     assert re.search(message, err), err
 
 
+def test_compile_flag_compiles_the_steps_and_reports_the_first_one(corpus, tmp_path, monkeypatch, capsys):
+    compiled = []  # a stand-in for torch.compile: a real compile takes tens of seconds
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "plain"), *TINY]) == 0
+    assert not compiled and "torch.compile" not in capsys.readouterr().out
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), *TINY, "--compile"]) == 0
+    assert len(compiled) == 1 and isinstance(compiled[0], GPTModel)
+    assert re.search(r"torch.compile: the first step, which compiled the model, ended \d+\.\d s after "
+                     r"the start; the 19 later steps took \d+ ms each on average\.", capsys.readouterr().out)
+
+
+def test_a_failed_compile_is_one_line(corpus, tmp_path, monkeypatch, capsys):
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    def broken(*args):
+        raise BackendCompilerFailed(broken, InvalidCxxCompiler(), None)
+
+    monkeypatch.setattr(torch, "compile", lambda module: broken)
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), *TINY, "--compile"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gptcourse train: error: torch.compile could not build the model "
+                          "(InvalidCxxCompiler: No working C++ compiler")
+    assert "drop --compile" in err and "Traceback" not in err and err.count("\n") == 1
+
+
 def test_context_longer_than_the_text_names_the_flag(corpus, tmp_path, capsys):
     assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), *TINY,
                  "--context-length", "100000"]) == 1

@@ -2,6 +2,7 @@
 
 import copy
 import math
+import shutil
 
 import pytest
 import torch
@@ -15,7 +16,7 @@ from gptcourse.checkpoint import (
 )
 from gptcourse.config import GPTConfig
 from gptcourse.data import create_dataloader, get_batch
-from gptcourse.device import autocast, pick_device
+from gptcourse.device import CompileError, autocast, pick_device
 from gptcourse.loss import calc_loss_batch, calc_loss_loader, split_loss
 from gptcourse.model import GPTModel
 from gptcourse.optim import lr_at, make_optimizer, param_groups
@@ -288,3 +289,55 @@ def test_a_cpu_checkpoint_resumes_on_cuda(tmp_path):
     resumed = train(gpu_model, data(), data(), SETTINGS, state=restored, device="cuda",
                     progress=False)
     assert resumed.step == SETTINGS.max_iters and math.isfinite(resumed.history["val"][-1])
+
+
+# --- torch.compile (opt-in) ----------------------------------------------------------------------
+def _has_cxx_compiler() -> bool:
+    return any(shutil.which(name) for name in ("g++", "c++", "clang++"))
+
+
+@pytest.mark.skipif(not _has_cxx_compiler(), reason="torch.compile on a CPU needs a C++ compiler")
+def test_compiled_training_takes_the_same_steps_as_eager():
+    # No dropout: compiled code draws its random numbers differently.
+    settings = SETTINGS.replace(max_iters=4, eval_interval=10)
+    models = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        models[compiled] = GPTModel(CFG.replace(drop_rate=0.0, use_fused=True, use_sdpa=True))
+        state = train(models[compiled], data(), data(seed=1), settings, progress=False,
+                      compile_model=compiled)
+        models[compiled].history = state.history
+    eager, compiled = models[False], models[True]
+    assert compiled.history["batch_loss"] == pytest.approx(eager.history["batch_loss"], abs=1e-5)
+    for (name, a), b in zip(compiled.state_dict().items(), eager.state_dict().values()):
+        assert not name.startswith("_orig_mod")  # the model itself was not wrapped
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+class _BrokenCompile:
+    """What torch.compile returns when the C++ compiler is missing: it fails on the first call."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __call__(self, *args):
+        from torch._dynamo.exc import BackendCompilerFailed
+        from torch._inductor.exc import InvalidCxxCompiler
+
+        raise BackendCompilerFailed(self, InvalidCxxCompiler(), None)
+
+
+def test_a_failed_compile_is_one_clear_error_and_leaves_the_weights(monkeypatch):
+    monkeypatch.setattr(torch, "compile", _BrokenCompile)
+    model = fresh_model()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(CompileError, match=r"InvalidCxxCompiler: No working C\+\+ compiler.*"
+                                           r"needs a working C\+\+ compiler.*drop --compile"):
+        train(model, data(), data(), SETTINGS, progress=False, compile_model=True)
+    for a, b in zip(model.state_dict().values(), before.values()):
+        assert torch.equal(a, b)
+
+
+def test_compile_model_must_be_a_flag():
+    with pytest.raises(TypeError, match="compile_model"):
+        train(fresh_model(), data(), data(), SETTINGS, progress=False, compile_model="yes")
