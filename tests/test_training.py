@@ -338,6 +338,16 @@ def test_a_failed_compile_is_one_clear_error_and_leaves_the_weights(monkeypatch)
         assert torch.equal(a, b)
 
 
+def test_a_python_that_torch_compile_does_not_support_is_one_clear_error(monkeypatch):
+    def unsupported(module):
+        raise RuntimeError("torch.compile is not supported on Python 3.99+")
+
+    monkeypatch.setattr(torch, "compile", unsupported)
+    with pytest.raises(CompileError, match=r"not available here \(torch.compile is not supported on "
+                                           r"Python 3.99\+\); train without compiling"):
+        train(fresh_model(), data(), data(), SETTINGS, progress=False, compile_model=True)
+
+
 def test_compile_model_must_be_a_flag():
     with pytest.raises(TypeError, match="compile_model"):
         train(fresh_model(), data(), data(), SETTINGS, progress=False, compile_model="yes")
