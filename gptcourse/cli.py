@@ -312,8 +312,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     def after_step(_) -> None:
         timing["steps"] += 1
-        timing.setdefault("first", time.perf_counter())
         timing["last"] = time.perf_counter()
+        timing.setdefault("first", timing["last"])
         if args.step_delay > 0:
             time.sleep(args.step_delay)
 
