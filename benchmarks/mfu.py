@@ -19,6 +19,7 @@ import platform
 
 import torch
 
+from gptcourse.attention import SHORT_CONTEXT_ON_CPU
 from gptcourse.config import PRESETS, get_config
 from gptcourse.flops import training_flops_per_token
 from gptcourse.mfu import (
@@ -37,9 +38,12 @@ def run(cfg, args, device: torch.device) -> tuple[float, float]:
     torch.manual_seed(0)
     model = GPTModel(cfg).to(device)
     path = attention_path(model)
+    seq_len = args.seq_len or cfg.context_length
+    if path == "scaled_dot_product_attention" and device.type == "cpu" and args.dtype == "fp32" \
+            and seq_len <= SHORT_CONTEXT_ON_CPU:
+        path += f" (batched matmuls: {seq_len} tokens on a CPU)"
     if args.compile:
         model = torch.compile(model)
-    seq_len = args.seq_len or cfg.context_length
     result = measure_training_throughput(model, args.batch, seq_len, args.steps, args.warmup, args.dtype)
     flops_per_token = training_flops_per_token(cfg, seq_len)
     peak = peak_flops(device, args.dtype, args.peak_tflops)

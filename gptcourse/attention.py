@@ -108,6 +108,29 @@ def causal_attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tenso
     return torch.softmax(scores, dim=-1)
 
 
+# On a CPU, PyTorch's fused attention kernel works through the scores in tiles, with a cost per
+# head and per tile that short contexts do not pay back: up to this many tokens, two batched
+# matmuls and a softmax (`causal_attention_batched`) are faster, forward and backward
+# (benchmarks/attention_cpu.py measures both). Longer contexts keep the fused kernel, which never
+# stores the (T, T) weights.
+SHORT_CONTEXT_ON_CPU = 128
+
+
+def causal_attention_batched(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                             mask: torch.Tensor) -> torch.Tensor:
+    """Causal attention of q, k, v (B, nh, T, hd) -> (B, nh, T, hd) in two batched matmuls.
+
+    The same maths as causal_attention_weights(q, k, mask) @ v, with `mask` the (T, T) causal
+    mask. baddbmm scales the scores and adds the mask (0 where a query may look, -inf elsewhere)
+    inside the matmul itself, so neither costs a pass over the scores.
+    """
+    B, nh, T, hd = q.shape
+    blocked = torch.zeros(T, T, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+    scores = torch.baddbmm(blocked.expand(B * nh, T, T), q.reshape(B * nh, T, hd),
+                           k.reshape(B * nh, T, hd).transpose(1, 2), alpha=1 / math.sqrt(hd))
+    return torch.bmm(torch.softmax(scores, dim=-1), v.reshape(B * nh, T, hd)).view(B, nh, T, hd)
+
+
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, T, d_out) -> (B, num_heads, T, head_dim): head h gets features h*hd:(h+1)*hd."""
     B, T, d_out = x.shape
@@ -209,6 +232,8 @@ class MultiHeadAttention(nn.Module):
             p = self.dropout.p if self.training else 0.0
             Tq, Tk = q.size(-2), k.size(-2)
             if Tq == Tk:
+                if p == 0.0 and _batched_is_faster(q):
+                    return causal_attention_batched(q, k, v, self.mask[:Tk, :Tk])
                 # PyTorch's fused kernel: same maths (its default scale is 1/sqrt(head_dim)).
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
             # is_causal aligns the mask top-left; cached keys need it bottom-right, so pass it.
@@ -227,6 +252,12 @@ class MultiHeadAttention(nn.Module):
         v = self.split_heads(self.W_value(x))
         out = self.merge_heads(self.attend(q, k, v))  # (B, T, d_out)
         return self.out_proj(out)
+
+
+def _batched_is_faster(q: torch.Tensor) -> bool:
+    """Float32/64 queries on a CPU, at most SHORT_CONTEXT_ON_CPU tokens (see that constant)."""
+    return (q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
+            and q.size(-2) <= SHORT_CONTEXT_ON_CPU)
 
 
 @torch.no_grad()

@@ -6,10 +6,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import gptcourse.attention as attention_module
 from gptcourse.attention import (
+    SHORT_CONTEXT_ON_CPU,
     Head,
     MultiHeadAttention,
     MultiHeadAttentionWrapper,
+    causal_attention_batched,
     causal_attention_weights,
     causal_mask,
     copy_heads_into,
@@ -197,6 +200,66 @@ def test_mha_dropout_only_in_training(use_sdpa):
     mha.dropout.p = 0.0  # one source of truth: the SDPA path reads the same probability
     mha.train()
     torch.testing.assert_close(mha(x), plain(x), atol=1e-6, rtol=1e-5)
+
+
+# --- the fused path on a CPU: batched matmuls for short contexts, PyTorch's kernel for long ones -----
+@pytest.mark.parametrize("T", [1, 2, 7, 64])
+def test_batched_attention_equals_the_formula_and_sdpa_with_gradients(T):
+    # Queries, keys and values as the model makes them: transposed views, not contiguous tensors.
+    q, k, v = (split_heads(torch.randn(3, T, 20, dtype=torch.float64), 4).requires_grad_()
+               for _ in range(3))
+    got = causal_attention_batched(q, k, v, causal_mask(T))
+    formula = causal_attention_weights(q, k, causal_mask(T)) @ v
+    fused = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(got, formula)
+    torch.testing.assert_close(got, fused)
+    upstream = torch.randn_like(got)
+    expected = torch.autograd.grad(formula, (q, k, v), upstream)
+    for name, grad, want in zip("qkv", torch.autograd.grad(got, (q, k, v), upstream), expected):
+        torch.testing.assert_close(grad, want, msg=lambda m, name=name: f"gradient of {name}: {m}")
+
+
+def spy_on_attention_paths(monkeypatch) -> list[str]:
+    """Record which attention each call runs: "batched" or "sdpa"."""
+    calls: list[str] = []
+    batched, sdpa = attention_module.causal_attention_batched, F.scaled_dot_product_attention
+
+    def spy_batched(*args, **kwargs):
+        calls.append("batched")
+        return batched(*args, **kwargs)
+
+    def spy_sdpa(*args, **kwargs):
+        calls.append("sdpa")
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(attention_module, "causal_attention_batched", spy_batched)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy_sdpa)
+    return calls
+
+
+@pytest.mark.parametrize("T, dtype, dropout, training, path", [
+    (SHORT_CONTEXT_ON_CPU, torch.float32, 0.0, True, "batched"),
+    (8, torch.float64, 0.0, True, "batched"),
+    (8, torch.float32, 0.5, False, "batched"),   # dropout is off in eval mode
+    (SHORT_CONTEXT_ON_CPU + 1, torch.float32, 0.0, True, "sdpa"),  # (T, T) weights too big to keep
+    (8, torch.float32, 0.5, True, "sdpa"),       # dropout inside the fused kernel
+    (8, torch.bfloat16, 0.0, True, "sdpa"),      # low precision keeps PyTorch's kernel
+], ids=["longest-short", "float64", "dropout-in-eval", "long", "dropout-in-training", "bfloat16"])
+def test_fused_attention_on_a_cpu_picks_the_faster_path(monkeypatch, T, dtype, dropout, training, path):
+    mha = MultiHeadAttention(16, 16, SHORT_CONTEXT_ON_CPU + 1, dropout, 4, use_sdpa=True).to(dtype)
+    mha.train(training)
+    calls = spy_on_attention_paths(monkeypatch)
+    mha(torch.randn(2, T, 16, dtype=dtype))
+    assert calls == [path]
+
+
+def test_fused_attention_beyond_the_short_context_equals_the_formula():
+    T = SHORT_CONTEXT_ON_CPU + 8
+    manual = MultiHeadAttention(16, 16, T, 0.0, 4).double()
+    fused = MultiHeadAttention(16, 16, T, 0.0, 4, use_sdpa=True).double()
+    fused.load_state_dict(manual.state_dict())
+    x = torch.randn(2, T, 16, dtype=torch.float64)
+    torch.testing.assert_close(fused(x), manual(x))
 
 
 def test_sdpa_default_scale_is_one_over_sqrt_head_dim():

@@ -40,3 +40,10 @@ def test_mfu_prints_the_best_of_its_rounds(monkeypatch, capsys):
     summary = capsys.readouterr().out.split("best of 2 rounds")[1]
     assert "explicit LayerNorm/GELU" in summary and "fused LayerNorm/GELU" in summary
     assert summary.count("MFU") == 2
+
+
+def test_attention_cpu_checks_both_ways_and_names_the_models_choice(monkeypatch, capsys):
+    run_main("attention_cpu.py", ["--lengths", "4", "160", "--tokens", "8", "--heads", "2",
+                                  "--head-dim", "4", "--rounds", "1", "--repeats", "1"], monkeypatch)
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["4"], ["160"])]
+    assert [(row[0], row[1], row[-1]) for row in rows] == [("4", "2", "batched"), ("160", "1", "fused")]

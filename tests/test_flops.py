@@ -4,6 +4,7 @@ sees, and the comparison explains the gaps."""
 import pytest
 import torch
 
+from gptcourse.attention import SHORT_CONTEXT_ON_CPU
 from gptcourse.config import GPTConfig, get_config
 from gptcourse.flops import (
     compare_flop_counts,
@@ -60,15 +61,20 @@ def test_flop_counter_on_meta_counts_sdpa_like_the_manual_path():
     assert flop_counter_flops(sdpa, 2, 16)["total"] == forward_flops(sdpa, 2, 16)
 
 
-def test_flop_counter_on_cpu_misses_the_fused_sdpa_kernel():
-    # The manual path runs real matmuls (counted); torch 2.13's fused CPU attention kernel has no
-    # FLOP formula, so the attention matmuls drop out of the count.
-    B, T = 2, 16
-    attention = B * T * flops_per_token_by_component(TINY, T)["attention scores"]
-    assert flop_counter_flops(TINY, B, T, device="cpu")["total"] == forward_flops(TINY, B, T)
-    sdpa = flop_counter_flops(TINY.replace(use_sdpa=True), B, T, device="cpu")
-    assert sdpa["total"] == forward_flops(TINY, B, T) - attention
-    assert "aten.bmm" not in sdpa
+def test_flop_counter_on_cpu_misses_the_fused_sdpa_kernel_beyond_short_contexts():
+    # The manual path runs real matmuls (counted). So does the fused path on a CPU up to
+    # SHORT_CONTEXT_ON_CPU tokens (batched matmuls). Beyond, it runs torch 2.13's fused CPU attention
+    # kernel, which has no FLOP formula: the attention matmuls drop out of the count.
+    sdpa = TINY.replace(use_sdpa=True)
+    short = flop_counter_flops(sdpa, 2, 16, device="cpu")
+    assert short["total"] == forward_flops(TINY, 2, 16)
+    B, T = 1, SHORT_CONTEXT_ON_CPU + 16
+    long_cfg = TINY.replace(context_length=T)
+    attention = B * T * flops_per_token_by_component(long_cfg, T)["attention scores"]
+    assert flop_counter_flops(long_cfg, B, T, device="cpu")["total"] == forward_flops(long_cfg, B, T)
+    fused = flop_counter_flops(long_cfg.replace(use_sdpa=True), B, T, device="cpu")
+    assert fused["total"] == forward_flops(long_cfg, B, T) - attention
+    assert "aten.bmm" not in fused
 
 
 @pytest.mark.parametrize("cfg, B, T", [(TINY, 2, 16), (get_config("gpt2-small"), 1, 1024)])
