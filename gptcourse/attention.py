@@ -225,7 +225,8 @@ class MultiHeadAttention(nn.Module):
         """Causal attention of q (B, nh, Tq, hd) over k, v (B, nh, Tk, hd) -> (B, nh, Tq, hd).
 
         With Tq < Tk (a KV cache), the queries are the last Tq positions. use_sdpa (default:
-        the module's own setting) picks PyTorch's fused kernel for this one call.
+        the module's own setting) picks the fused path for this one call: PyTorch's kernel, or
+        on a CPU without dropout, for Tq = Tk <= SHORT_CONTEXT_ON_CPU, `causal_attention_batched`.
         """
         use_sdpa = self.use_sdpa if use_sdpa is None else use_sdpa
         if use_sdpa:
