@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from gptcourse.attention import (
     SHORT_CONTEXT_ON_CPU,
+    batched_is_faster,
     causal_attention_batched,
     causal_mask,
     split_heads,
@@ -90,7 +91,7 @@ def main() -> None:
     for T in args.lengths:
         batch = max(1, args.tokens // T)
         best = measure(T, batch, args.heads, args.head_dim, args.rounds, args.repeats)
-        uses = "batched" if T <= SHORT_CONTEXT_ON_CPU else "fused"
+        uses = "batched" if batched_is_faster("cpu", torch.float32, T) else "fused"
         print(f"{T:>6} {batch:>6} {best['fused'] * 1e3:>10.2f} {best['batched'] * 1e3:>11.2f} "
               f"{best['batched'] / best['fused']:>14.2f}  {uses}")
     print(f"(below 1: the batched matmuls are faster; the model switches at T = {SHORT_CONTEXT_ON_CPU})")

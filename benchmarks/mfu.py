@@ -19,7 +19,7 @@ import platform
 
 import torch
 
-from gptcourse.attention import SHORT_CONTEXT_ON_CPU
+from gptcourse.attention import batched_is_faster
 from gptcourse.config import PRESETS, get_config
 from gptcourse.flops import training_flops_per_token
 from gptcourse.mfu import (
@@ -39,8 +39,7 @@ def run(cfg, args, device: torch.device) -> tuple[float, float]:
     model = GPTModel(cfg).to(device)
     path = attention_path(model)
     seq_len = args.seq_len or cfg.context_length
-    if path == "scaled_dot_product_attention" and device.type == "cpu" and args.dtype == "fp32" \
-            and seq_len <= SHORT_CONTEXT_ON_CPU:
+    if path == "scaled_dot_product_attention" and batched_is_faster(device, DTYPES[args.dtype], seq_len):
         path += f" (batched matmuls: {seq_len} tokens on a CPU)"
     if args.compile:
         model = torch.compile(model)

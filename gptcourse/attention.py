@@ -233,7 +233,7 @@ class MultiHeadAttention(nn.Module):
             p = self.dropout.p if self.training else 0.0
             Tq, Tk = q.size(-2), k.size(-2)
             if Tq == Tk:
-                if p == 0.0 and _batched_is_faster(q):
+                if p == 0.0 and batched_is_faster(q.device, q.dtype, Tq):
                     return causal_attention_batched(q, k, v, self.mask[:Tk, :Tk])
                 # PyTorch's fused kernel: same maths (its default scale is 1/sqrt(head_dim)).
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
@@ -255,10 +255,11 @@ class MultiHeadAttention(nn.Module):
         return self.out_proj(out)
 
 
-def _batched_is_faster(q: torch.Tensor) -> bool:
-    """Float32/64 queries on a CPU, at most SHORT_CONTEXT_ON_CPU tokens (see that constant)."""
-    return (q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64)
-            and q.size(-2) <= SHORT_CONTEXT_ON_CPU)
+def batched_is_faster(device: str | torch.device, dtype: torch.dtype, seq_len: int) -> bool:
+    """Whether the fused path (without dropout) runs `causal_attention_batched` for seq_len tokens
+    of this dtype on this device: float32/64 on a CPU, at most SHORT_CONTEXT_ON_CPU tokens."""
+    return (torch.device(device).type == "cpu" and dtype in (torch.float32, torch.float64)
+            and seq_len <= SHORT_CONTEXT_ON_CPU)
 
 
 @torch.no_grad()
