@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1024,
                         help="tokens per batch: the batch at length T is max(1, tokens // T)")
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--head-dim", type=int, default=36, help="default: the cpu-small preset's")
+    parser.add_argument("--head-dim", type=int, default=48, help="default: the cpu-small preset's")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best counts")
     parser.add_argument("--repeats", type=int, default=10, help="passes per round")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

@@ -38,7 +38,7 @@ from gptcourse.train import TrainSettings, train
 
 BLOCK, BATCH, LAYERS, HEADS, EMB = 64, 12, 4, 4, 128
 SETTINGS = TrainSettings(max_iters=10**6, batch_size=BATCH, block_size=BLOCK, lr=1e-3, min_lr=1e-4,
-                         warmup_iters=100, weight_decay=0.1, beta2=0.99, grad_clip=1.0,
+                         warmup_iters=100, weight_decay=0.1, beta1=0.9, beta2=0.99, grad_clip=1.0,
                          eval_interval=10**9, eval_iters=1, seed=1337)
 
 
