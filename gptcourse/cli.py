@@ -101,6 +101,8 @@ TRAIN_FLAGS = {  # name: (type, help)
     "min_lr": (float, "learning rate at the end of the cosine decay"),
     "warmup_iters": (int, "steps of linear learning-rate warm-up"),
     "weight_decay": (float, "AdamW weight decay (weight matrices only)"),
+    "beta1": (float, "Adam's momentum: how much of the past gradients each step keeps"),
+    "beta2": (float, "Adam's memory of the squared gradients"),
     "grad_clip": (float, "largest allowed gradient norm (0: no clipping)"),
     "eval_interval": (int, "estimate the train/val loss every N steps"),
     "eval_iters": (int, "batches per loss estimate"),

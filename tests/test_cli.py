@@ -66,6 +66,15 @@ def test_train_writes_a_complete_checkpoint(reference_run):
     assert [p.name for p in reference_run.iterdir()] == ["ckpt.pt"]  # no temp files left
 
 
+def test_adam_betas_are_flags(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--corpus", str(corpus), "--out", str(out), *TINY,
+                 "--beta1", "0.9", "--beta2", "0.95"]) == 0
+    ckpt = load_checkpoint(out)
+    assert (ckpt["settings"]["beta1"], ckpt["settings"]["beta2"]) == (0.9, 0.95)
+    assert all(tuple(group["betas"]) == (0.9, 0.95) for group in ckpt["optimizer"]["param_groups"])
+
+
 def test_sample_in_a_subprocess_is_seeded(reference_run, capsys):
     args = ["sample", "--checkpoint", str(reference_run), "--prompt", "All:", "--tokens", "30",
             "--temperature", "1.0", "--top-k", "5", "--seed", "7", "--device", "cpu"]
@@ -143,6 +152,7 @@ def test_resume_can_extend_a_finished_run(reference_run, tmp_path, capsys):
         (["sample", "--num-samples", "0"], True, "--num-samples must be a positive int, got 0"),
         (["train", "--grad-clip", "nan"], False, "grad_clip must be a number >= 0, got nan"),
         (["train", "--lr", "inf"], False, "lr must be a positive number, got inf"),
+        (["train", "--beta1", "1"], False, r"beta1 must be a number in \[0, 1\), got 1.0"),
         (["train", "--sample-tokens", "-5"], False, r"--sample-tokens must be an int >= 0, got -5 \(0: no sample\)"),
         (["train", "--checkpoint-every", "0"], False, "--checkpoint-every must be a positive int, got 0"),
         (["train", "--resume", "--corpus", "other.txt"], True,
