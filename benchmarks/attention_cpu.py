@@ -32,6 +32,7 @@ from gptcourse.attention import (
     causal_mask,
     split_heads,
 )
+from gptcourse.config import get_config
 
 
 def fused(q, k, v, mask):
@@ -71,8 +72,9 @@ def main() -> None:
                         help="context lengths T to time")
     parser.add_argument("--tokens", type=int, default=1024,
                         help="tokens per batch: the batch at length T is max(1, tokens // T)")
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--head-dim", type=int, default=48, help="default: the cpu-small preset's")
+    preset = get_config("cpu-small")
+    parser.add_argument("--heads", type=int, default=preset.n_heads, help="default: the cpu-small preset's")
+    parser.add_argument("--head-dim", type=int, default=preset.head_dim, help="default: the cpu-small preset's")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; the best counts")
     parser.add_argument("--repeats", type=int, default=10, help="passes per round")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")

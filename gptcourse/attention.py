@@ -116,6 +116,13 @@ def causal_attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tenso
 SHORT_CONTEXT_ON_CPU = 128
 
 
+def batched_is_faster(device: str | torch.device, dtype: torch.dtype, seq_len: int) -> bool:
+    """Whether the fused path (without dropout) runs `causal_attention_batched` for seq_len tokens
+    of this dtype on this device: float32/64 on a CPU, at most SHORT_CONTEXT_ON_CPU tokens."""
+    return (torch.device(device).type == "cpu" and dtype in (torch.float32, torch.float64)
+            and seq_len <= SHORT_CONTEXT_ON_CPU)
+
+
 def causal_attention_batched(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              mask: torch.Tensor) -> torch.Tensor:
     """Causal attention of q, k, v (B, nh, T, hd) -> (B, nh, T, hd) in two batched matmuls.
@@ -253,13 +260,6 @@ class MultiHeadAttention(nn.Module):
         v = self.split_heads(self.W_value(x))
         out = self.merge_heads(self.attend(q, k, v))  # (B, T, d_out)
         return self.out_proj(out)
-
-
-def batched_is_faster(device: str | torch.device, dtype: torch.dtype, seq_len: int) -> bool:
-    """Whether the fused path (without dropout) runs `causal_attention_batched` for seq_len tokens
-    of this dtype on this device: float32/64 on a CPU, at most SHORT_CONTEXT_ON_CPU tokens."""
-    return (torch.device(device).type == "cpu" and dtype in (torch.float32, torch.float64)
-            and seq_len <= SHORT_CONTEXT_ON_CPU)
 
 
 @torch.no_grad()

@@ -29,7 +29,7 @@ class GPTConfig:
     drop_rate: float = 0.1       # dropout probability
     qkv_bias: bool = False       # biases in the query/key/value projections (GPT-2's weights have them)
     tie_weights: bool = True     # output head shares the token embedding matrix
-    # Fused attention: F.scaled_dot_product_attention (on a CPU, up to 128 tokens, two batched
+    # Fused attention: F.scaled_dot_product_attention (on a CPU, for short contexts, two batched
     # matmuls, which are faster there; see gptcourse.attention.SHORT_CONTEXT_ON_CPU).
     use_sdpa: bool = False
     # LayerNorm and GELU through PyTorch's one-kernel versions. A speed switch, not a size: it
