@@ -11,11 +11,11 @@ tied weights, AdamW with weight decay, clip 1.0) on the same Tiny Shakespeare ba
 Ours is `gptcourse.train.train` itself (its model, its optimizer from gptcourse.optim, its
 clipping and learning-rate schedule), timed between its per-step hooks. nanoGPT's is the step of
 its train.py: set the lr, forward with targets, backward, clip, step, zero the gradients.
-The two run in this one process in alternating rounds (A B A B ...), and the best round of each
-side counts, so a busy machine slows both alike. A third side times only the step's matmuls at
-the same shapes: the floor that no training step on this machine can beat. The course's model
-keeps its output-projection and feed-forward biases (nanoGPT's baby config has none): that work
-counts against us.
+The two run in this one process in alternating rounds (A B A B ...), so a busy machine slows
+both alike. It prints the ratio of each side's best round, and the median of the rounds' own
+ratios. A third side times only the step's matmuls at the same shapes: the floor that no training
+step on this machine can beat. The course's model keeps its output-projection and feed-forward
+biases (nanoGPT's baby config has none): that work counts against us.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import argparse
 import importlib.util
 import math
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -181,14 +182,14 @@ def main() -> None:
         run(3)  # warm-up: allocations, kernel choice (and compiling)
         if name == "course, compiled":
             print(f"torch.compile: the first steps took {time.perf_counter() - start:.1f} s (compiling)")
-    best = {name: float("inf") for name in sides}
+    rounds = {name: [] for name in sides}  # each side's seconds, round by round
     for r in range(args.rounds):
         line = []
         for name, run in sides.items():
-            seconds = run(args.steps)
-            best[name] = min(best[name], seconds)
-            line.append(f"{name} {args.steps * BATCH * BLOCK / seconds:8,.0f}")
+            rounds[name].append(run(args.steps))
+            line.append(f"{name} {args.steps * BATCH * BLOCK / rounds[name][-1]:8,.0f}")
         print(f"round {r + 1}: " + "   ".join(line) + " tokens/s", flush=True)
+    best = {name: min(seconds) for name, seconds in rounds.items()}
     tokens = args.steps * BATCH * BLOCK
     ours, theirs, floor = (tokens / best[name] for name in ("course", "nanoGPT", "matmul floor"))
     print(f"best round: course {ours:,.0f} tokens/s, nanoGPT {theirs:,.0f} tokens/s, "
@@ -199,6 +200,16 @@ def main() -> None:
         compiled = tokens / best["course, compiled"]
         print(f"compiled course step {compiled:,.0f} tokens/s: {compiled / theirs:.2f}x nanoGPT, "
               f"{compiled / ours:.2f}x the course's eager step")
+    # A busy machine slows a whole stretch of time. The sides of one round ran seconds apart, so
+    # their ratio is steadier than a ratio of best rounds, which may come from different minutes.
+    paired = [name for name in ("course", "course, compiled") if name in rounds]
+    print(f"median of the {args.rounds} rounds' own ratios to nanoGPT: " + ", ".join(
+        f"{name} {paired_ratio(rounds[name], rounds['nanoGPT']):.2f}x" for name in paired))
+
+
+def paired_ratio(ours: list[float], theirs: list[float]) -> float:
+    """The median over rounds of theirs / ours seconds: how many times faster ours ran, round by round."""
+    return statistics.median(t / o for o, t in zip(ours, theirs, strict=True))
 
 
 if __name__ == "__main__":

@@ -10,13 +10,18 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-def run_main(name: str, args: list[str], monkeypatch) -> None:
-    """Run benchmarks/<name>'s main() in this process, as `python benchmarks/<name> *args` would."""
+def load_benchmark(name: str):
+    """benchmarks/<name> as a module (benchmarks/ is not a package)."""
     spec = importlib.util.spec_from_file_location(f"benchmark_{Path(name).stem}", BENCHMARKS / name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def run_main(name: str, args: list[str], monkeypatch, module=None) -> None:
+    """Run benchmarks/<name>'s main() in this process, as `python benchmarks/<name> *args` would."""
     monkeypatch.setattr(sys, "argv", [name, *args])
-    module.main()
+    (module or load_benchmark(name)).main()
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in BENCHMARKS.glob("*.py")))
@@ -47,3 +52,65 @@ def test_attention_cpu_checks_both_ways_and_names_the_models_choice(monkeypatch,
                                   "--head-dim", "4", "--rounds", "1", "--repeats", "1"], monkeypatch)
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.split()[:1] in (["4"], ["160"])]
     assert [(row[0], row[1], row[-1]) for row in rows] == [("4", "2", "batched"), ("160", "1", "fused")]
+
+
+# A stand-in with the interface of nanoGPT's model.py that the benchmark uses (nanoGPT itself is
+# not part of the course), built from the course's own model.
+FAKE_NANOGPT = """
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from gptcourse.config import GPTConfig as CourseConfig
+from gptcourse.model import GPTModel
+
+
+@dataclass
+class GPTConfig:
+    block_size: int
+    vocab_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float
+    bias: bool
+
+
+class GPT(torch.nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.model = GPTModel(CourseConfig(vocab_size=c.vocab_size, context_length=c.block_size,
+                                           emb_dim=c.n_embd, n_heads=c.n_head, n_layers=c.n_layer,
+                                           drop_rate=c.dropout))
+
+    def forward(self, x, y):
+        logits = self.model(x)
+        return logits, F.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+    def configure_optimizers(self, weight_decay, lr, betas, device_type):
+        return torch.optim.AdamW(self.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+"""
+
+
+def test_train_step_vs_nanogpt_prints_best_and_paired_ratios(tmp_path, monkeypatch, capsys):
+    (tmp_path / "model.py").write_text(FAKE_NANOGPT)
+    benchmark = load_benchmark("train_step_vs_nanogpt.py")
+    text = "".join(chr(ord("A") + i % 60) for i in range(4000))  # 60 symbols: no data file needed
+    monkeypatch.setattr(benchmark, "load_text", lambda name: text)
+    monkeypatch.delitem(sys.modules, "nanogpt_model", raising=False)  # the benchmark registers it
+    run_main("train_step_vs_nanogpt.py", ["--nanogpt", str(tmp_path), "--steps", "1", "--rounds", "2"],
+             monkeypatch, benchmark)
+    out = capsys.readouterr().out
+    assert out.count("round ") >= 2 and "best round: course" in out and "matmul floor" in out
+    assert "median of the 2 rounds' own ratios to nanoGPT: course " in out
+
+
+def test_paired_ratio_compares_each_round_with_its_own_partner():
+    paired_ratio = load_benchmark("train_step_vs_nanogpt.py").paired_ratio
+    # ours ran 2x, 1x and 0.5x as fast as theirs round by round: the median is 1x, even though
+    # our best round (1 s) against their best (2 s) would say 2x.
+    assert paired_ratio([1.0, 2.0, 4.0], [2.0, 2.0, 2.0]) == 1.0
+    assert paired_ratio([1.0, 1.0], [3.0, 5.0]) == 4.0  # an even count: the mean of the middle two
+    with pytest.raises(ValueError):
+        paired_ratio([1.0], [1.0, 2.0])  # rounds must come in pairs
