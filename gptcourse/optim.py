@@ -41,13 +41,20 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
     tensor: the same update up to float rounding (tests/test_training.py), and much faster on a CPU.
     """
     require_positive_number("lr", lr)
-    device_type = next(model.parameters()).device.type
-    extra = {"fused": True} if device_type in FUSED_ADAMW_DEVICES else {}
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, **extra)
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas,
+                             **fused_where_possible(model))
 
 
 # Devices where torch.optim.AdamW(fused=True) runs (PyTorch 2.4 and later).
 FUSED_ADAMW_DEVICES = ("cpu", "cuda", "mps")
+
+
+def fused_where_possible(model: nn.Module) -> dict:
+    """AdamW's options for `model`: {"fused": True} where its device has the fused kernel, else {}."""
+    first = next(model.parameters(), None)
+    if first is None:
+        raise ValueError(f"the model ({type(model).__name__}) has no parameters to train")
+    return {"fused": True} if first.device.type in FUSED_ADAMW_DEVICES else {}
 
 
 def lr_at(step: int, max_lr: float, min_lr: float, warmup_iters: int, max_iters: int) -> float:

@@ -14,7 +14,7 @@ from gptcourse.ladder import (
     RungResult,
     train_rung,
 )
-from gptcourse.layers import FeedForward, LayerNorm
+from gptcourse.layers import GELU, FeedForward, LayerNorm
 
 V, T, C = 65, 8, 32
 
@@ -65,14 +65,29 @@ def test_every_rung_gives_causal_logits(name):
     torch.testing.assert_close(model(changed)[:, :-1], logits[:, :-1])
 
 
-def test_fused_attention_computes_the_same():
-    rung = RUNGS["blocks + shortcuts + LayerNorm"]
-    assert rung.use_sdpa
-    fused = LadderModel(V, T, C, rung).eval()
-    plain = LadderModel(V, T, C, dataclasses.replace(rung, use_sdpa=False)).eval()
+@pytest.mark.parametrize("name", ["multi-head + feed-forward", "blocks + shortcuts + LayerNorm"])
+def test_fused_kernels_compute_the_same_as_the_written_out_modules(name):
+    rung = RUNGS[name]
+    assert rung.use_sdpa and rung.use_fused  # the later rungs train through the fast paths
+    fused = LadderModel(V, T, C, rung)
+    plain = LadderModel(V, T, C, dataclasses.replace(rung, use_sdpa=False, use_fused=False))
     plain.load_state_dict(fused.state_dict())
-    idx = torch.randint(V, (4, T))
+    idx, targets = torch.randint(V, (4, T)), torch.randint(V, (4, T))
     torch.testing.assert_close(fused(idx), plain(idx), atol=1e-5, rtol=1e-4)
+    # Training follows the gradient: it must be the same too.
+    for model in (fused, plain):
+        torch.nn.functional.cross_entropy(model(idx).flatten(0, 1), targets.flatten()).backward()
+    for (param_name, p), q in zip(fused.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=param_name)
+
+
+def test_use_fused_switches_every_layer_norm_and_gelu():
+    rung = RUNGS["blocks + shortcuts + LayerNorm"]
+    for use_fused in (True, False):
+        model = LadderModel(V, T, C, dataclasses.replace(rung, use_fused=use_fused))
+        flags = [m.fused for m in model.modules() if isinstance(m, (LayerNorm, GELU))]
+        assert len(flags) == 2 * rung.n_blocks + 1 + rung.n_blocks  # LayerNorms, then GELUs
+        assert set(flags) == {use_fused}
 
 
 def test_shortcuts_add_the_input_back():
@@ -89,6 +104,8 @@ def test_rung_and_model_errors():
         Rung(attention="multihead")
     with pytest.raises(ValueError, match="n_blocks must be a positive int"):
         Rung(n_blocks=0)
+    with pytest.raises(TypeError, match="use_fused must be True or False"):
+        Rung(use_fused="yes")
     model = LadderModel(V, T, C, RUNGS["multi-head"])
     with pytest.raises(ValueError, match="input has 9 tokens but block_size is 8"):
         model(torch.zeros(1, 9, dtype=torch.long))

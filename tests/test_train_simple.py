@@ -155,6 +155,49 @@ def test_train_simple_batches_do_not_depend_on_eval_interval():
     assert losses[0] == losses[1]
 
 
+def test_train_simple_is_chapter_2s_loop_with_plain_adamw_up_to_rounding():
+    # The loop written out as chapter 2 writes it, with PyTorch's per-tensor AdamW: train_simple
+    # runs the fused kernel, which must take the same steps up to float rounding.
+    split = data(n=300)
+    settings = dict(steps=30, block_size=4, batch_size=3, lr=0.05, eval_interval=30, eval_iters=2, seed=4)
+    torch.manual_seed(0)
+    ours = BigramLanguageModel(8)
+    torch.manual_seed(0)
+    written_out = BigramLanguageModel(8)
+    history = train_simple(ours, split, split, progress=False, **settings)
+    optimizer = torch.optim.AdamW(written_out.parameters(), lr=settings["lr"], foreach=False)
+    batch_gen = torch.Generator().manual_seed(settings["seed"])
+    batch_losses = []
+    for _ in range(settings["steps"]):
+        x, y = get_batch(split, settings["block_size"], settings["batch_size"], generator=batch_gen)
+        loss = calc_loss_batch(written_out, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        batch_losses.append(loss.item())
+    torch.testing.assert_close(torch.tensor(history["batch_loss"]), torch.tensor(batch_losses))
+    torch.testing.assert_close(ours.state_dict(), written_out.state_dict())
+
+
+def test_train_simple_uses_the_fused_adamw_kernel_on_a_cpu(monkeypatch):
+    made = []
+
+    class RecordingAdamW(torch.optim.AdamW):
+        def __init__(self, params, **options):
+            made.append(options)
+            super().__init__(params, **options)
+
+    monkeypatch.setattr(torch.optim, "AdamW", RecordingAdamW)
+    train_simple(BigramLanguageModel(8), data(), data(), steps=2, block_size=4, batch_size=3,
+                 eval_interval=2, eval_iters=1, progress=False)
+    assert made == [{"lr": 1e-3, "fused": True}]
+
+
+def test_train_simple_refuses_a_model_without_parameters():
+    with pytest.raises(ValueError, match="has no parameters to train"):
+        train_simple(nn.Identity(), data(), data(), steps=2, block_size=4, batch_size=3, progress=False)
+
+
 def test_train_simple_works_with_plain_logits_models():
     history = train_simple(PlainLogits(8), data(), data(), steps=5, block_size=4, batch_size=3,
                            eval_interval=5, eval_iters=1, progress=False)
