@@ -57,7 +57,7 @@ class LadderBlock(nn.Module):
         else:
             self.att = None
         self.ff = FeedForward(cfg) if rung.feed_forward else None
-        make_norm = (lambda: LayerNorm(C, fused=rung.use_fused)) if rung.layer_norm else nn.Identity
+        make_norm = (lambda: LayerNorm(C, fused=cfg.use_fused)) if rung.layer_norm else nn.Identity
         self.norm1, self.norm2 = make_norm(), make_norm()
 
     def _sublayer(self, layer: nn.Module | None, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +86,7 @@ class LadderModel(nn.Module):
         self.tok_emb = nn.Embedding(vocab_size, emb_dim)
         self.pos_emb = nn.Embedding(block_size, emb_dim)
         self.blocks = nn.Sequential(*[LadderBlock(rung, cfg) for _ in range(rung.n_blocks)])
-        self.final_norm = LayerNorm(emb_dim, fused=rung.use_fused) if rung.layer_norm else nn.Identity()
+        self.final_norm = LayerNorm(emb_dim, fused=cfg.use_fused) if rung.layer_norm else nn.Identity()
         self.head = nn.Linear(emb_dim, vocab_size)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
