@@ -63,11 +63,20 @@ def best_pair(counts: dict[Pair, int]) -> Pair:
     return min(counts, key=lambda pair: (-counts[pair], pair))
 
 
-def split_text(text: str, pattern: str | None = GPT2_SPLIT_PATTERN) -> list[str]:
-    """Cut `text` into the pieces that BPE merges inside of (the whole text if pattern is None)."""
+def split_text(text: str, pattern: str | Sequence[str] | None = GPT2_SPLIT_PATTERN) -> list[str]:
+    """Cut `text` into the pieces that BPE merges inside of (the whole text if pattern is None).
+
+    A tuple of patterns splits in stages: each pattern cuts the pieces the one before it made.
+    SmolLM2 (chapter 9) first puts every digit in a piece of its own, then uses GPT-2's pattern.
+    """
     if pattern is None:
         return [text] if text else []
-    return regex.findall(pattern, text)
+    if isinstance(pattern, str):
+        return regex.findall(pattern, text)
+    pieces = [text] if text else []
+    for stage in pattern:
+        pieces = [part for piece in pieces for part in regex.findall(stage, piece)]
+    return pieces
 
 
 def train_bpe(text: str, vocab_size: int, pattern: str | None = GPT2_SPLIT_PATTERN,
@@ -121,17 +130,23 @@ class BPETokenizer:
     """Encode text with a list of merges, and decode ids back to text.
 
     `merges` maps a pair of ids to the id it becomes; a smaller new id was learned earlier and
-    is applied first. `byte_ids[b]` is the id of byte b (b itself unless given, as for GPT-2).
+    is applied first. `byte_ids[b]` is the id of byte b (b itself unless given, as for GPT-2);
+    None where the vocabulary has no token for that byte (SmolLM2 lacks 21 of them), so text
+    holding that byte cannot be encoded and says so.
     """
 
     def __init__(self, merges: dict[Pair, int], special_tokens: dict[str, int] | None = None,
-                 pattern: str | None = GPT2_SPLIT_PATTERN, byte_ids: Sequence[int] | None = None):
+                 pattern: str | Sequence[str] | None = GPT2_SPLIT_PATTERN,
+                 byte_ids: Sequence[int | None] | None = None):
         self.merges = dict(merges)
-        self.pattern = pattern
+        self.pattern = pattern if pattern is None or isinstance(pattern, str) else tuple(pattern)
         self.byte_ids = list(range(256)) if byte_ids is None else list(byte_ids)
-        if len(self.byte_ids) != 256 or len(set(self.byte_ids)) != 256:
-            raise ValueError("byte_ids must give 256 different ids, one for each byte value")
-        self.vocab: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(self.byte_ids)}
+        present = [i for i in self.byte_ids if i is not None]
+        if len(self.byte_ids) != 256 or len(set(present)) != len(present):
+            raise ValueError("byte_ids must give 256 entries, one for each byte value, with "
+                             "different ids (None for a byte the vocabulary has no token for)")
+        self.vocab: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(self.byte_ids)
+                                        if i is not None}
         for (a, b), new_id in sorted(self.merges.items(), key=lambda item: item[1]):
             if a not in self.vocab or b not in self.vocab:
                 raise ValueError(f"merge {(a, b)} -> {new_id} uses an id that no earlier merge "
@@ -155,9 +170,19 @@ class BPETokenizer:
         """Number of ids: one more than the largest id (the same name as tiktoken's)."""
         return max(self.vocab) + 1
 
+    @property
+    def vocab_size(self) -> int:
+        """The same number under the name the course's other tokenizers use."""
+        return self.n_vocab
+
     def encode_piece(self, piece: bytes) -> list[int]:
         """Encode one piece of the pre-tokenizer: its bytes, then merges, lowest new id first."""
         ids = [self.byte_ids[b] for b in piece]
+        if None in ids:
+            byte = piece[ids.index(None)]
+            raise ValueError(f"the vocabulary has no token for the byte 0x{byte:02x} (in "
+                             f"{piece!r}), so this text cannot be encoded without losing it: "
+                             f"remove that character from the text")
         while len(ids) >= 2:
             # The pair that was learned first among the neighbours present now.
             pair = min(zip(ids, ids[1:]), key=lambda p: self.merges.get(p, float("inf")))

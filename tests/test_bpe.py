@@ -329,3 +329,22 @@ def test_cli_reads_a_cp949_corpus(tmp_path):
     args = build_parser().parse_args(["train", "--corpus", str(path), "--encoding", "cp949"])
     tokenizer, text = _tokenizer_and_text(args.corpus, args.tokenizer, encoding=args.encoding)
     assert text == "가나다라" and tokenizer.vocab_size == 4
+
+
+def test_split_in_stages_cuts_the_pieces_of_the_stage_before():
+    digits_alone = r"\p{N}|[^\p{N}]+"
+    assert split_text("a  12 b", (digits_alone, GPT2_SPLIT_PATTERN)) == ["a", "  ", "1", "2", " b"]
+    # One pattern alone cuts the whitespace run differently: the stages are not one regex.
+    assert split_text("a  12 b") == ["a", " ", " 12", " b"]
+    assert split_text("", (digits_alone,)) == []
+
+
+def test_a_byte_without_a_token_is_refused_not_dropped():
+    byte_ids = list(range(256))
+    byte_ids[4] = None  # the vocabulary has no token for byte 0x04
+    tok = BPETokenizer({}, byte_ids=byte_ids)
+    assert tok.encode("ab") == [97, 98]
+    with pytest.raises(ValueError, match="no token for the byte 0x04"):
+        tok.encode("a\x04b")
+    with pytest.raises(ValueError, match="256 entries"):
+        BPETokenizer({}, byte_ids=[1] * 256)
