@@ -8,12 +8,13 @@ and only then turns them back into text.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from numbers import Integral
 
 import regex
 
 from .progress import progress_bar
+from .validate import ArgumentTypeError, InputError
 
 # GPT-2's pre-tokenizer: contractions, words with an optional leading space, numbers, runs of
 # other symbols, and whitespace. Merges never cross the boundaries between these pieces.
@@ -66,20 +67,77 @@ def best_pair(counts: dict[Pair, int]) -> Pair:
 def split_text(text: str, pattern: str | Sequence[str] | None = GPT2_SPLIT_PATTERN) -> list[str]:
     """Cut `text` into the pieces that BPE merges inside of (the whole text if pattern is None).
 
+    Text between two matches of the pattern becomes a piece of its own: a pattern that does not
+    cover every character never loses any (the same rule as Hugging Face's pre-tokenizers).
     A tuple of patterns splits in stages: each pattern cuts the pieces the one before it made.
     SmolLM2 (chapter 9) first puts every digit in a piece of its own, then uses GPT-2's pattern.
     """
     if pattern is None:
         return [text] if text else []
     if isinstance(pattern, str):
-        return regex.findall(pattern, text)
+        return _split_once(regex.compile(pattern), text)
     pieces = [text] if text else []
     for stage in pattern:
-        pieces = [part for piece in pieces for part in regex.findall(stage, piece)]
+        compiled = regex.compile(stage)
+        pieces = [part for piece in pieces for part in _split_once(compiled, piece)]
     return pieces
 
 
-def train_bpe(text: str, vocab_size: int, pattern: str | None = GPT2_SPLIT_PATTERN,
+def _split_once(compiled: regex.Pattern, text: str) -> list[str]:
+    """The matches of `compiled` in `text`, with the text between them kept as pieces too."""
+    pieces = []
+    end = 0  # how far the pieces so far reach
+    for match in compiled.finditer(text):
+        if match.start() > end:
+            pieces.append(text[end:match.start()])  # not matched: kept, never dropped
+        if match.end() > match.start():
+            pieces.append(match.group())  # the whole match, even if the pattern has groups
+        end = max(end, match.end())
+    if end < len(text):
+        pieces.append(text[end:])
+    return pieces
+
+
+def check_pattern(pattern, name: str = "pattern") -> str | tuple[str, ...] | None:
+    """`pattern` as split_text takes it (None, a regex, or a tuple of them), or a clear error."""
+    if pattern is None:
+        return None
+    stages = (pattern,) if isinstance(pattern, str) else pattern
+    if isinstance(pattern, (bytes, bytearray)) or not isinstance(stages, (list, tuple)) or not stages:
+        raise ArgumentTypeError(f"{name} must be None, a regular expression (a str) or a tuple "
+                                f"of them, got {pattern!r}")
+    for stage in stages:
+        if not isinstance(stage, str):
+            raise ArgumentTypeError(f"{name} must be None, a regular expression (a str) or a "
+                                    f"tuple of them; it holds {stage!r}")
+        try:
+            regex.compile(stage)
+        except regex.error as exc:
+            raise InputError(f"{name} {stage!r} is not a valid regular expression ({exc})") from None
+    return pattern if isinstance(pattern, str) else tuple(pattern)
+
+
+def _check_special_token_names(tokens, name: str = "special_tokens") -> list[str]:
+    """Special-token strings: each a non-empty str, listed once."""
+    if isinstance(tokens, (str, bytes)):
+        raise ArgumentTypeError(f"{name} must be a list of strings, e.g. [{tokens!r}], got the "
+                                f"single string {tokens!r} (it would make every character a "
+                                f"special token)")
+    try:
+        tokens = list(tokens)
+    except TypeError:
+        raise ArgumentTypeError(f"{name} must be a list of strings, got {tokens!r}") from None
+    for token in tokens:
+        if not isinstance(token, str):
+            raise ArgumentTypeError(f"{name} must hold strings, got {token!r}")
+        if not token:
+            raise InputError(f"{name} holds the empty string \"\": a special token needs at "
+                             f"least one character (the empty one would match between every "
+                             f"two characters)")
+    return tokens
+
+
+def train_bpe(text: str, vocab_size: int, pattern: str | Sequence[str] | None = GPT2_SPLIT_PATTERN,
               special_tokens: Iterable[str] = (), progress: bool = True) -> BPETokenizer:
     """Learn `vocab_size - 256` merges from `text` and return the tokenizer that applies them.
 
@@ -88,11 +146,15 @@ def train_bpe(text: str, vocab_size: int, pattern: str | None = GPT2_SPLIT_PATTE
     than a rare one. Special tokens get the ids after the last merge.
     """
     if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
+        raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
+    if not text:
+        raise InputError("text is empty: train on a corpus, e.g. load_text()")
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, Integral):
-        raise TypeError(f"vocab_size must be an int, got {vocab_size!r}")
+        raise ArgumentTypeError(f"vocab_size must be an int, got {vocab_size!r}")
     if vocab_size < 256:
-        raise ValueError(f"vocab_size must be >= 256 (the 256 byte values), got {vocab_size}")
+        raise InputError(f"vocab_size must be >= 256 (the 256 byte values), got {vocab_size}")
+    pattern = check_pattern(pattern)
+    special_tokens = _check_special_token_names(special_tokens)
     piece_freq: dict[str, int] = {}
     for piece in split_text(text, pattern):
         piece_freq[piece] = piece_freq.get(piece, 0) + 1
@@ -125,6 +187,73 @@ def train_bpe(text: str, vocab_size: int, pattern: str | None = GPT2_SPLIT_PATTE
     return BPETokenizer(merges, special_tokens=special, pattern=pattern)
 
 
+# --- checking what a tokenizer is built from ------------------------------------------------------
+MAX_ID = 2**31 - 1  # ids index an embedding table: anything larger is a mistake, not a vocabulary
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+
+
+def _check_byte_ids(byte_ids) -> list[int | None]:
+    if byte_ids is None:
+        return list(range(256))
+    if isinstance(byte_ids, (str, bytes, dict)) or not isinstance(byte_ids, Iterable):
+        raise ArgumentTypeError(f"byte_ids must be a list of 256 ids (None for a byte without a "
+                                f"token), got {type(byte_ids).__name__}")
+    byte_ids = list(byte_ids)
+    bad = [i for i in byte_ids if i is not None and not _is_id(i)]
+    if bad:
+        raise InputError(f"byte_ids must hold ids, ints from 0 to {MAX_ID} (or None), got {bad[0]!r}")
+    byte_ids = [None if i is None else int(i) for i in byte_ids]
+    present = [i for i in byte_ids if i is not None]
+    if len(byte_ids) != 256 or len(set(present)) != len(present):
+        raise InputError("byte_ids must give 256 entries, one for each byte value, with "
+                         "different ids (None for a byte the vocabulary has no token for)")
+    return byte_ids
+
+
+def _check_merges(merges) -> dict[Pair, int]:
+    if not isinstance(merges, Mapping):
+        raise ArgumentTypeError(f"merges must be a dict {{(id_a, id_b): new_id}} in the order "
+                                f"they were learned, got {type(merges).__name__}")
+    checked: dict[Pair, int] = {}
+    used: dict[int, Pair] = {}
+    for pair, new_id in merges.items():
+        if not (isinstance(pair, tuple) and len(pair) == 2 and all(map(_is_id, pair))):
+            raise InputError(f"merges must map a pair of ids (id_a, id_b) to a new id; "
+                             f"got the key {pair!r}")
+        if not _is_id(new_id):
+            raise InputError(f"merge {pair} -> {new_id!r}: the new id must be an int from 0 "
+                             f"to {MAX_ID}")
+        pair, new_id = (int(pair[0]), int(pair[1])), int(new_id)
+        if new_id in used:
+            raise InputError(f"merges {used[new_id]} and {pair} both make id {new_id}: every "
+                             f"merge needs an id of its own")
+        used[new_id] = pair
+        checked[pair] = new_id
+    return checked
+
+
+def _check_special_tokens(special_tokens) -> dict[str, int]:
+    if special_tokens is None:
+        return {}
+    if not isinstance(special_tokens, Mapping):
+        raise ArgumentTypeError(f"special_tokens must be a dict {{token: id}}, e.g. "
+                                f"{{'<|endoftext|>': 50256}}, got {special_tokens!r}")
+    _check_special_token_names(list(special_tokens))
+    seen: dict[int, str] = {}
+    for token, i in special_tokens.items():
+        if not _is_id(i):
+            raise InputError(f"special token {token!r} has id {i!r}: an id is an int from 0 "
+                             f"to {MAX_ID}")
+        if int(i) in seen:
+            raise InputError(f"special tokens {seen[int(i)]!r} and {token!r} both have id {i}: "
+                             f"each needs an id of its own")
+        seen[int(i)] = token
+    return {token: int(i) for token, i in special_tokens.items()}
+
+
 # --- the tokenizer ---------------------------------------------------------------------------------
 class BPETokenizer:
     """Encode text with a list of merges, and decode ids back to text.
@@ -138,24 +267,33 @@ class BPETokenizer:
     def __init__(self, merges: dict[Pair, int], special_tokens: dict[str, int] | None = None,
                  pattern: str | Sequence[str] | None = GPT2_SPLIT_PATTERN,
                  byte_ids: Sequence[int | None] | None = None):
-        self.merges = dict(merges)
-        self.pattern = pattern if pattern is None or isinstance(pattern, str) else tuple(pattern)
-        self.byte_ids = list(range(256)) if byte_ids is None else list(byte_ids)
-        present = [i for i in self.byte_ids if i is not None]
-        if len(self.byte_ids) != 256 or len(set(present)) != len(present):
-            raise ValueError("byte_ids must give 256 entries, one for each byte value, with "
-                             "different ids (None for a byte the vocabulary has no token for)")
+        self.pattern = check_pattern(pattern)
+        self.byte_ids = _check_byte_ids(byte_ids)
+        self.merges = _check_merges(merges)
+        self.special_tokens = _check_special_tokens(special_tokens)
+        # Every id names one token: a byte, a merge or a special token, never two of them.
+        owner = {i: f"byte 0x{b:02x}" for b, i in enumerate(self.byte_ids) if i is not None}
+        for pair, new_id in self.merges.items():
+            if new_id in owner:
+                raise InputError(f"merge {pair} -> {new_id} reuses id {new_id}, already the id of "
+                                 f"{owner[new_id]}: every merge needs an id of its own")
+            owner[new_id] = f"merge {pair}"
+        for token, i in self.special_tokens.items():
+            if i in owner:
+                raise InputError(f"special token {token!r} has id {i}, already the id of "
+                                 f"{owner[i]}: give it an id of its own")
+            owner[i] = f"special token {token!r}"
+        if not owner:
+            raise InputError("the vocabulary is empty: give byte_ids, merges or special tokens")
         self.vocab: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(self.byte_ids)
                                         if i is not None}
+        # A merge's two parts must exist before it: bytes, or merges with smaller ids.
         for (a, b), new_id in sorted(self.merges.items(), key=lambda item: item[1]):
             if a not in self.vocab or b not in self.vocab:
-                raise ValueError(f"merge {(a, b)} -> {new_id} uses an id that no earlier merge "
+                raise InputError(f"merge {(a, b)} -> {new_id} uses an id that no earlier merge "
                                  f"made: list merges in the order they were learned")
             self.vocab[new_id] = self.vocab[a] + self.vocab[b]
-        self.special_tokens = dict(special_tokens or {})
         for token, i in self.special_tokens.items():
-            if i in self.vocab:
-                raise ValueError(f"special token {token!r} has id {i}, already used by a merge")
             self.vocab[i] = token.encode("utf-8")
         self._special_re = (regex.compile("|".join(regex.escape(t) for t in sorted(
             self.special_tokens, key=len, reverse=True))) if self.special_tokens else None)
@@ -180,7 +318,7 @@ class BPETokenizer:
         ids = [self.byte_ids[b] for b in piece]
         if None in ids:
             byte = piece[ids.index(None)]
-            raise ValueError(f"the vocabulary has no token for the byte 0x{byte:02x} (in "
+            raise InputError(f"the vocabulary has no token for the byte 0x{byte:02x} (in "
                              f"{piece!r}), so this text cannot be encoded without losing it: "
                              f"remove that character from the text")
         while len(ids) >= 2:
@@ -194,7 +332,7 @@ class BPETokenizer:
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text, treating special-token strings such as "<|endoftext|>" as plain text."""
         if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}; decode bytes first, "
+            raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}; decode bytes first, "
                             f"e.g. data.decode('utf-8')")
         ids: list[int] = []
         cache = self._cache
@@ -204,7 +342,7 @@ class BPETokenizer:
                 try:
                     cached = self.encode_piece(piece.encode("utf-8"))
                 except UnicodeEncodeError as exc:
-                    raise ValueError(f"text holds {piece[exc.start]!r}, a lone surrogate that "
+                    raise InputError(f"text holds {piece[exc.start]!r}, a lone surrogate that "
                                      f"UTF-8 cannot store: remove it from the text") from exc
                 if len(cache) < 100_000:  # remember words; a bound keeps memory in check
                     cache[piece] = cached
@@ -218,14 +356,24 @@ class BPETokenizer:
         from users cannot smuggle in an end-of-text marker by accident.
         """
         if not isinstance(text, str):
-            raise TypeError(f"text must be a str, got {type(text).__name__}")
+            raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
         if isinstance(allowed_special, str) and allowed_special != "all":
-            raise TypeError(f"allowed_special must be a set of special tokens, e.g. "
-                            f"{{{allowed_special!r}}}, or the string 'all'; got {allowed_special!r}")
-        allowed = set(self.special_tokens) if allowed_special == "all" else set(allowed_special)
+            raise ArgumentTypeError(f"allowed_special must be a set of special tokens, e.g. "
+                                    f"{{{allowed_special!r}}}, or the string 'all'; got "
+                                    f"{allowed_special!r}")
+        if allowed_special == "all":
+            allowed = set(self.special_tokens)
+        elif isinstance(allowed_special, (bytes, Mapping)) or not isinstance(allowed_special, Iterable):
+            raise ArgumentTypeError(f"allowed_special must be a set of special tokens or the "
+                                    f"string 'all', got {allowed_special!r}")
+        else:
+            allowed = set(allowed_special)
+            if not all(isinstance(token, str) for token in allowed):
+                raise ArgumentTypeError(f"allowed_special must hold special-token strings, got "
+                                        f"{sorted(map(repr, allowed))}")
         unknown = allowed - set(self.special_tokens)
         if unknown:
-            raise ValueError(f"allowed_special lists {sorted(unknown)!r}, which are not special "
+            raise InputError(f"allowed_special lists {sorted(unknown)!r}, which are not special "
                              f"tokens of this tokenizer: {sorted(self.special_tokens)!r}")
         if self._special_re is None:
             return self.encode_ordinary(text)
@@ -233,7 +381,7 @@ class BPETokenizer:
         start = 0
         for match in self._special_re.finditer(text):
             if match.group() not in allowed:
-                raise ValueError(
+                raise InputError(
                     f"text contains the special token {match.group()!r} at character "
                     f"{match.start()}: pass allowed_special={{{match.group()!r}}} to encode it "
                     f"as one token, or use encode_ordinary(text) to encode it as plain text")
@@ -244,11 +392,17 @@ class BPETokenizer:
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes of a list of ids, joined."""
+        if ids is None or isinstance(ids, (str, bytes)) or not (
+                hasattr(ids, "tolist") or isinstance(ids, Iterable)):
+            raise ArgumentTypeError(f"ids must be a list of token ids, got {ids!r}; encode text "
+                                    f"with tokenizer.encode(text)")
         ids = ids.tolist() if hasattr(ids, "tolist") else list(ids)
+        if not isinstance(ids, list):
+            ids = [ids]  # a 0-d tensor is one id
         bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, Integral)
                or int(i) not in self.vocab]
         if bad:
-            raise ValueError(f"ids contain {len(bad)} value(s) that are not ids of this tokenizer "
+            raise InputError(f"ids contain {len(bad)} value(s) that are not ids of this tokenizer "
                              f"(0..{self.n_vocab - 1}): {bad[:5]!r}")
         return b"".join(self.vocab[int(i)] for i in ids)
 

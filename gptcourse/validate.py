@@ -5,10 +5,11 @@ input) checks its arguments with these, so one kind of mistake always reads the 
 
     >>> require_positive_int("batch_size", 0)
     Traceback (most recent call last):
-    ValueError: batch_size must be a positive int, got 0
+    gptcourse.validate.InputError: batch_size must be a positive int, got 0
 
-A value of the wrong type raises `ArgumentTypeError`; a value of the right type outside the
-allowed range raises `ValueError`. numpy integers count as ints, `True` and `False` do not.
+A value of the wrong type raises `ArgumentTypeError` (a TypeError); a value of the right type
+outside the allowed range raises `InputError` (a ValueError). numpy integers count as ints,
+`True` and `False` do not.
 (`check_*` names are kept for the learner checkers in `gptcourse.checks`.)
 """
 
@@ -18,13 +19,22 @@ import math
 from numbers import Integral, Real
 
 
-class ArgumentTypeError(TypeError, ValueError):
-    """An argument of the wrong type. A TypeError, and also a ValueError so that callers that
-    catch ValueError for any bad argument (the CLI does) catch this one too."""
+class InputError(ValueError):
+    """A bad argument or input that the user can fix, with a message that says how.
+
+    The package raises it (and ArgumentTypeError) for mistakes in what it was given, so the
+    command line can print these as one line and still show a traceback for anything else,
+    which would be a bug in the course's own code.
+    """
+
+
+class ArgumentTypeError(TypeError, InputError):
+    """An argument of the wrong type. A TypeError, and also a ValueError (an InputError) so that
+    callers that catch ValueError for any bad argument catch this one too."""
 
 
 def _fail(name: str, what: str, value, hint: str = "", wrong_type: bool = False):
-    error = ArgumentTypeError if wrong_type else ValueError
+    error = ArgumentTypeError if wrong_type else InputError
     raise error(f"{name} must be {what}, got {value!r}{hint}")
 
 
@@ -125,7 +135,7 @@ def require_device(name: str, value):
     try:
         return torch.device(value)
     except (RuntimeError, TypeError):
-        raise ValueError(f"{name} must be a device such as 'cpu', 'cuda', 'cuda:0' or 'mps', "
+        raise InputError(f"{name} must be a device such as 'cpu', 'cuda', 'cuda:0' or 'mps', "
                          f"got {value!r}") from None
 
 

@@ -348,3 +348,104 @@ def test_a_byte_without_a_token_is_refused_not_dropped():
         tok.encode("a\x04b")
     with pytest.raises(ValueError, match="256 entries"):
         BPETokenizer({}, byte_ids=[1] * 256)
+
+
+# --- no silent wrong results: what a tokenizer is built from is checked ---------------------------
+def test_text_the_pattern_does_not_cover_is_kept():
+    """A narrow pattern used to drop the text between its matches ("the cat, 42!" -> "thecat")."""
+    letters_only = r"\p{L}+"
+    assert split_text("the cat, 42!", letters_only) == ["the", " ", "cat", ", 42!"]
+    assert split_text("42 the", (letters_only,)) == ["42 ", "the"]
+    tok = BPETokenizer({(116, 104): 256}, pattern=letters_only)
+    assert tok.decode(tok.encode("the cat, 42!")) == "the cat, 42!"
+    assert tok.encode("the!") == [256, 101, 33]
+    trained = train_bpe("the cat, 42! the hat", 270, pattern=letters_only, progress=False)
+    assert trained.decode(trained.encode("the cat, 42!")) == "the cat, 42!"
+    # A pattern with a group: the whole match counts, not only the group (findall's surprise).
+    assert split_text("ab12", r"(a)b") == ["ab", "12"]
+    assert split_text("", r"\p{L}+") == [] and split_text("   ", r"\p{L}+") == ["   "]
+
+
+def test_special_tokens_given_as_one_string_or_empty_are_refused():
+    # A str is a sequence of characters: every character used to become a special token.
+    with pytest.raises(TypeError, match=r"special_tokens must be a list of strings, e.g. "
+                                        r"\['<\|endoftext\|>'\]"):
+        train_bpe("hello world", 260, special_tokens=END_OF_TEXT, progress=False)
+    with pytest.raises(ValueError, match="empty string"):
+        train_bpe("hello world", 260, special_tokens=[""], progress=False)
+    with pytest.raises(TypeError, match="must hold strings"):
+        train_bpe("hello world", 260, special_tokens=[7], progress=False)
+    tok = train_bpe("hello world", 260, special_tokens=[END_OF_TEXT], progress=False)
+    assert tok.special_tokens == {END_OF_TEXT: 260}
+    assert tok.encode("hello", allowed_special="all") == tok.encode_ordinary("hello")
+
+
+def test_merge_ids_that_collide_are_refused():
+    """A merge whose id is a byte's or another merge's used to decode to the wrong text."""
+    with pytest.raises(ValueError, match=r"merge \(104, 105\) -> 97 reuses id 97, already the id "
+                                         r"of byte 0x61"):
+        BPETokenizer({(104, 105): 97})
+    with pytest.raises(ValueError, match=r"merges \(104, 105\) and \(97, 98\) both make id 256"):
+        BPETokenizer({(104, 105): 256, (97, 98): 256})
+    with pytest.raises(ValueError, match=r"special token '<\|x\|>' has id 256, already the id of "
+                                         r"merge \(104, 105\)"):
+        BPETokenizer({(104, 105): 256}, special_tokens={"<|x|>": 256})
+    with pytest.raises(ValueError, match="special tokens '<a>' and '<b>' both have id 300"):
+        BPETokenizer({}, special_tokens={"<a>": 300, "<b>": 300})
+    with pytest.raises(ValueError, match="special token '<a>' has id 65, already the id of byte 0x41"):
+        BPETokenizer({}, special_tokens={"<a>": 65})
+    with pytest.raises(ValueError, match="order they were learned"):
+        BPETokenizer({(256, 97): 257, (104, 105): 258})  # 256 is made later, by no merge at all
+
+
+def test_a_vocabulary_in_another_layout_is_accepted():
+    """SmolLM2 puts special tokens first, then the bytes it has, then the merges: all valid."""
+    special = {"<|endoftext|>": 0, "<|im_start|>": 1}
+    byte_ids = [None] * 256
+    for n, b in enumerate(range(32, 127)):  # printable ASCII only, from id 2
+        byte_ids[b] = 2 + n
+    h, i = byte_ids[ord("h")], byte_ids[ord("i")]
+    tok = BPETokenizer({(h, i): 97}, special_tokens=special, byte_ids=byte_ids)
+    assert tok.encode("hi hi") == [97, byte_ids[32], 97]
+    assert tok.decode([1, 97]) == "<|im_start|>hi"
+    assert tok.vocab_size == tok.n_vocab == 98
+
+
+@pytest.mark.parametrize("build, error, words", [
+    (lambda: BPETokenizer([((97, 98), 256)]), TypeError, r"merges must be a dict"),
+    (lambda: BPETokenizer({(97,): 256}), ValueError, r"pair of ids .* key \(97,\)"),
+    (lambda: BPETokenizer({(97, 98): "256"}), ValueError, r"new id must be an int"),
+    (lambda: BPETokenizer({(97, 98): -1}), ValueError, r"new id must be an int from 0"),
+    (lambda: BPETokenizer({(97, 98): 10**30}), ValueError, r"new id must be an int from 0"),
+    (lambda: BPETokenizer({(True, 98): 256}), ValueError, r"pair of ids"),
+    (lambda: BPETokenizer({}, special_tokens=["<|endoftext|>"]), TypeError, r"dict \{token: id\}"),
+    (lambda: BPETokenizer({}, special_tokens={"": 300}), ValueError, r"empty string"),
+    (lambda: BPETokenizer({}, special_tokens={"<a>": 2.0}), ValueError, r"an id is an int"),
+    (lambda: BPETokenizer({}, special_tokens={"<a>": -5}), ValueError, r"an id is an int"),
+    (lambda: BPETokenizer({}, byte_ids="abc"), TypeError, r"byte_ids must be a list"),
+    (lambda: BPETokenizer({}, byte_ids=[None] * 256), ValueError, r"vocabulary is empty"),
+    (lambda: BPETokenizer({}, pattern="(unclosed"), ValueError, r"not a valid regular expression"),
+    (lambda: BPETokenizer({}, pattern=b"\\w+"), TypeError, r"pattern must be None, a regular"),
+    (lambda: BPETokenizer({}, pattern=5), TypeError, r"pattern must be None, a regular"),
+    (lambda: train_bpe("", 300, progress=False), ValueError, r"text is empty"),
+    (lambda: train_bpe("abc", 300, pattern="[", progress=False), ValueError, r"not a valid regular"),
+])
+def test_bad_building_blocks_get_a_clear_error(build, error, words):
+    with pytest.raises(error, match=words):
+        build()
+
+
+def test_bad_arguments_to_encode_and_decode_get_a_clear_error():
+    tok = BPETokenizer({}, special_tokens={END_OF_TEXT: 256})
+    for ids in (None, "abc", b"abc", 5):
+        with pytest.raises(TypeError, match="ids must be a list of token ids"):
+            tok.decode(ids)
+    for ids in ([-1], [10**30], [257], [1.0], [True]):
+        with pytest.raises(ValueError, match="not ids of this tokenizer"):
+            tok.decode(ids)
+    for allowed in (None, 5, {"a": 1}, b"x"):
+        with pytest.raises(TypeError, match="allowed_special must be a set"):
+            tok.encode("hi", allowed_special=allowed)
+    with pytest.raises(TypeError, match="must hold special-token strings"):
+        tok.encode("hi", allowed_special={END_OF_TEXT, 5})
+    assert tok.decode(tok.encode("hi<|endoftext|>", allowed_special=[END_OF_TEXT])) == "hi<|endoftext|>"
