@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from .download import data_dir
-from .validate import ArgumentTypeError, require_instance
+from .validate import ArgumentTypeError, InputError, require_instance
 
 END_OF_TEXT = "<|endoftext|>"
 # GPT-2's tokenizer files and their sha256 (as tiktoken checks them); the cache names each file
@@ -37,7 +37,7 @@ class CharTokenizer:
     def __init__(self, text: str):
         require_instance("text", text, str)
         if not text:
-            raise ValueError("text is empty: build the tokenizer from the corpus you will train on")
+            raise InputError("text is empty: build the tokenizer from the corpus you will train on")
         self._set_vocab(sorted(set(text)))
 
     def _set_vocab(self, chars: list[str]) -> None:
@@ -51,15 +51,18 @@ class CharTokenizer:
 
         The order is kept as given, so every character gets back exactly its saved id.
         """
+        if chars is None or isinstance(chars, bytes) or not isinstance(chars, Iterable):
+            raise ArgumentTypeError(f"chars must be the saved vocabulary, a list of characters "
+                                    f"(tokenizer.chars), got {chars!r}")
         chars = list(chars)  # a string works too: one character per item
         if not chars:
-            raise ValueError("chars is empty: pass the saved vocabulary, tokenizer.chars")
+            raise InputError("chars is empty: pass the saved vocabulary, tokenizer.chars")
         bad = [c for c in chars if not (isinstance(c, str) and len(c) == 1)]
         if bad:
-            raise ValueError(f"chars must hold single characters, got {bad[:5]!r}")
+            raise InputError(f"chars must hold single characters, got {bad[:5]!r}")
         if len(set(chars)) != len(chars):
             repeated = sorted({c for c in chars if chars.count(c) > 1})
-            raise ValueError(f"chars lists these characters more than once: {repeated!r}")
+            raise InputError(f"chars lists these characters more than once: {repeated!r}")
         tokenizer = cls.__new__(cls)
         tokenizer._set_vocab(chars)
         return tokenizer
@@ -73,7 +76,7 @@ class CharTokenizer:
         require_instance("text", text, str)
         unknown = sorted(set(text) - self.stoi.keys())
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"text contains {len(unknown)} character(s) that are not in the vocabulary: "
                 f"{unknown!r}. Build the tokenizer from a text that contains them, "
                 f"or remove them from the input."
@@ -87,13 +90,13 @@ class CharTokenizer:
                                     f"encode text with tokenizer.encode(text)")
         if isinstance(ids, torch.Tensor):
             if ids.dim() != 1:
-                raise ValueError(f"ids must be 1-D to decode, got shape {tuple(ids.shape)}")
+                raise InputError(f"ids must be 1-D to decode, got shape {tuple(ids.shape)}")
             ids = ids.tolist()
         # Integral covers Python ints and NumPy integers; bool is an int but never an id.
         ids = [int(i) if isinstance(i, Integral) and not isinstance(i, bool) else i for i in ids]
         bad = [i for i in ids if type(i) is not int or i not in self.itos]
         if bad:
-            raise ValueError(
+            raise InputError(
                 f"ids contain {len(bad)} value(s) that are not integer ids in "
                 f"0..{self.vocab_size - 1}: {bad[:5]!r}"
             )
@@ -166,12 +169,22 @@ def text_to_token_ids(text: str, tokenizer) -> torch.Tensor:
     require_instance("text", text, str)
     _require_tokenizer(tokenizer)
     if not text:
-        raise ValueError("text is empty: give at least one character to encode")
+        raise InputError("text is empty: give at least one character to encode")
     if isinstance(tokenizer, CharTokenizer):
         ids = tokenizer.encode(text)
-    else:
+    elif END_OF_TEXT in _special_tokens_of(tokenizer):
         ids = tokenizer.encode(text, allowed_special={END_OF_TEXT})
+    else:
+        ids = tokenizer.encode(text)  # no end-of-text token: the text is plain text
     return torch.tensor(ids, dtype=torch.long).unsqueeze(0)
+
+
+def _special_tokens_of(tokenizer) -> set[str]:
+    """The special-token strings of a tiktoken Encoding or a BPETokenizer (empty for others)."""
+    names = getattr(tokenizer, "special_tokens_set", None)  # tiktoken
+    if names is None:
+        names = getattr(tokenizer, "special_tokens", None) or ()  # BPETokenizer: {token: id}
+    return set(names)
 
 
 def token_ids_to_text(ids: torch.Tensor, tokenizer) -> str:
@@ -185,13 +198,13 @@ def token_ids_to_text(ids: torch.Tensor, tokenizer) -> str:
                                 f"convert with ids.long() if the values are whole numbers")
     if ids.dim() == 2:
         if ids.size(0) != 1:
-            raise ValueError(f"ids holds a batch of {ids.size(0)} sequences; decode them one by one")
+            raise InputError(f"ids holds a batch of {ids.size(0)} sequences; decode them one by one")
         ids = ids[0]
     if ids.dim() != 1:
-        raise ValueError(f"ids must have shape (1, T) or (T,), got {tuple(ids.shape)}")
+        raise InputError(f"ids must have shape (1, T) or (T,), got {tuple(ids.shape)}")
     size = _vocab_size_of(tokenizer)
     if ids.numel() and size is not None and (ids.min() < 0 or ids.max() >= size):
         bad = ids[(ids < 0) | (ids >= size)][:5].tolist()
-        raise ValueError(f"ids must be token ids in 0..{size - 1} (the tokenizer's vocabulary), got "
+        raise InputError(f"ids must be token ids in 0..{size - 1} (the tokenizer's vocabulary), got "
                          f"{bad}: were they made by a model with a larger vocab_size?")
     return tokenizer.decode(ids.tolist())

@@ -14,6 +14,7 @@ import tiktoken.registry
 import torch
 
 from gptcourse.tokenizers import (
+    END_OF_TEXT,
     GPT2_FILES,
     CharTokenizer,
     TokenizerUnavailableError,
@@ -210,3 +211,20 @@ def test_corrupt_tokenizer_cache_downloads_again_when_online(tmp_path, monkeypat
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
     assert gpt2_tokenizer().n_vocab == 50257
     assert damaged.read_bytes() == good
+
+
+def test_text_to_token_ids_with_a_bpe_tokenizer_with_or_without_special_tokens():
+    from gptcourse.bpe import BPETokenizer
+
+    plain = BPETokenizer({(104, 105): 256})  # no special tokens at all: used to be refused
+    assert text_to_token_ids("hi!", plain).tolist() == [[256, 33]]
+    # Without an end-of-text token, its string is only characters.
+    assert token_ids_to_text(text_to_token_ids("hi<|endoftext|>", plain), plain) == "hi<|endoftext|>"
+    with_eot = BPETokenizer({(104, 105): 256}, special_tokens={END_OF_TEXT: 257})
+    assert text_to_token_ids("hi<|endoftext|>", with_eot).tolist() == [[256, 257]]
+
+
+def test_from_vocab_refuses_what_is_not_a_list_of_characters():
+    for chars in (None, 5, b"ab"):
+        with pytest.raises(TypeError, match="chars must be the saved vocabulary"):
+            CharTokenizer.from_vocab(chars)
