@@ -33,6 +33,10 @@ class ArgumentTypeError(TypeError, InputError):
     callers that catch ValueError for any bad argument catch this one too."""
 
 
+class CourseWarning(UserWarning):
+    """A result that is probably not what was meant (the command line shows it as one line)."""
+
+
 def _fail(name: str, what: str, value, hint: str = "", wrong_type: bool = False):
     error = ArgumentTypeError if wrong_type else InputError
     raise error(f"{name} must be {what}, got {value!r}{hint}")

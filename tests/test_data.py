@@ -1,11 +1,13 @@
 """The corpus, the split, random batches and the sliding-window dataset."""
 
 import math
+import warnings
 
 import pytest
 import torch
 
 from gptcourse.data import (
+    EncodingMismatchWarning,
     SlidingWindowDataset,
     create_dataloader,
     get_batch,
@@ -57,6 +59,76 @@ def test_non_utf8_file(tmp_path):
     path.write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
     with pytest.raises(ValueError, match="not UTF-8.*save it as UTF-8"):
         load_text(path)
+
+
+KOREAN_NOTES = "Notes\n대한민국은 민주공화국이다. café\r\nend\n"
+
+
+def test_utf8_read_as_a_single_byte_encoding_warns_in_one_line(tmp_path):
+    """latin-1 reads any bytes, so a UTF-8 file read as latin-1 used to give mojibake silently."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(KOREAN_NOTES.encode("utf-8"))
+    assert load_text(path) == KOREAN_NOTES.replace("\r\n", "\n")  # the right reading
+    with pytest.warns(EncodingMismatchWarning) as caught:
+        text = load_text(path, encoding="latin-1")
+    assert text.startswith("Notes\në\x8c\x80")  # read as asked ...
+    message = str(caught[0].message)  # ... but said, in one line
+    assert "\n" not in message and "was read as latin-1" in message
+    assert "'대', '한', '민'" in message and "Leave out encoding=" in message
+    french = tmp_path / "french.txt"
+    french.write_bytes("café crème".encode())
+    with pytest.warns(EncodingMismatchWarning, match="characters such as 'é', 'è'"):
+        assert load_text(french, encoding="cp1252") == "cafÃ© crÃ¨me"
+    # cp1252 has no character for some bytes of UTF-8 Korean: an error that suggests UTF-8.
+    with pytest.raises(ValueError, match="is not cp1252 text.*reads as text in utf-8.*"
+                                         "encoding='utf-8'"):
+        load_text(path, encoding="cp1252")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("only ASCII\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # ASCII is the same in both: nothing to warn about
+        assert load_text(plain, encoding="latin-1") == "only ASCII\n"
+        assert load_text(tmp_path / "notes.txt", encoding="utf-8").startswith("Notes")
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_files_are_named_not_misread(tmp_path, codec):
+    path = tmp_path / "wide.txt"
+    path.write_bytes(KOREAN_NOTES.encode(codec))
+    with pytest.raises(ValueError) as info:
+        load_text(path)
+    message = str(info.value)
+    assert "cp1252" not in message.split("None of")[0].split("reads as text in")[-1]
+    family = "utf-32" if codec == "utf-32" else "utf-16"
+    wanted = codec if codec.endswith(("le", "be")) else family
+    assert f"encoding='{wanted}'" in message
+    assert load_text(path, encoding=wanted) == KOREAN_NOTES.replace("\r\n", "\n")
+    if codec in ("utf-16", "utf-32"):  # a byte-order mark: refused for any other encoding too
+        with pytest.raises(ValueError, match=f"byte-order mark of {family.upper()}.*not latin-1"):
+            load_text(path, encoding="latin-1")
+
+
+def test_only_encodings_that_read_the_file_as_text_are_suggested(tmp_path):
+    path = tmp_path / "noise.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ValueError, match="None of the usual encodings .* find out the file's "
+                                         "encoding") as info:
+        load_text(path)
+    assert "encoding='cp949'" not in str(info.value)
+
+
+@pytest.mark.parametrize("encoding, words", [
+    ("rot13", "'rot13' is not a text encoding"), ("base64", "'base64' is not a text encoding"),
+    ("zlib", "'zlib' is not a text encoding"), ("undefined", "'undefined' is not a text encoding"),
+    ("klingon", "'klingon' is not an encoding Python knows"), (None, "None is not an encoding"),
+    (8, "8 is not an encoding"),
+])
+def test_codecs_that_are_not_text_encodings_get_one_line(tmp_path, encoding, words):
+    path = tmp_path / "a.txt"
+    path.write_text("abc")
+    with pytest.raises(ValueError, match=words) as info:
+        load_text(path, encoding=encoding)
+    assert "\n" not in str(info.value)
 
 
 # --- train_val_split ----------------------------------------------------------------------------
