@@ -3,8 +3,9 @@
 The file holds only tensors, numbers, strings, lists and dicts, so it loads with
 `torch.load(..., weights_only=True)`, which cannot run code hidden in a file from elsewhere.
 It is written to a temporary file first and renamed into place, so a crash mid-save never
-leaves a half-written checkpoint behind. A sha256 of every tensor is stored with them and
-checked on loading, so a damaged copy is refused instead of giving a subtly broken model.
+leaves a half-written checkpoint behind. A sha256 of everything in it (tensors, step, history,
+settings, random states) is stored with it and checked on loading, so a damaged copy is refused
+instead of giving a subtly broken model or resuming from the wrong step.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from .validate import require_instance
 CHECKSUM_KEY = "sha256"
 
 FORMAT = "gptcourse-checkpoint"
-VERSION = 1
+# Version 2: the checksum covers the whole file (step, history, settings, random states), not
+# only the tensors. Files of version 1 still load, checked as far as their checksum goes.
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class CheckpointError(RuntimeError):
@@ -46,7 +50,13 @@ def tokenizer_to_vocab(tokenizer) -> list[str] | str:
 
 def tokenizer_from_vocab(vocab: list[str] | str):
     """Rebuild the tokenizer a checkpoint was trained with."""
-    return gpt2_tokenizer() if vocab == "gpt2" else CharTokenizer.from_vocab(vocab)
+    if vocab == "gpt2":
+        return gpt2_tokenizer()
+    try:
+        return CharTokenizer.from_vocab(vocab)
+    except ValueError as exc:  # InputError, ArgumentTypeError
+        raise CheckpointError(f"the checkpoint's tokenizer is damaged ({exc}); use another copy "
+                              f"or train again") from None
 
 
 def save_checkpoint(path: str | Path, model: GPTModel, state: TrainState | None = None, *,
@@ -114,8 +124,13 @@ def _guess_reason(path: Path, exc: BaseException) -> str:
     return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
 
 
-def payload_checksum(payload: dict) -> str:
-    """The sha256 of every tensor in a checkpoint (names, dtypes, shapes and bytes), in a fixed order."""
+def payload_checksum(payload: dict, tensors_only: bool = False) -> str:
+    """The sha256 of everything in a checkpoint (tensors' bytes, numbers, strings), in a fixed order.
+
+    Every value is hashed with its place and its type, so a flipped byte anywhere (a weight, the
+    step, the history, a setting, a random state) changes the sum. `tensors_only` gives the
+    older sum (format version 1), which covered the tensors alone.
+    """
     digest = hashlib.sha256()
 
     def visit(name: str, value) -> None:
@@ -124,12 +139,22 @@ def payload_checksum(payload: dict) -> str:
             digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}|".encode())
             digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")
         elif isinstance(value, dict):
-            for key in sorted(value, key=str):
-                if not (name == "" and key == CHECKSUM_KEY):
-                    visit(f"{name}/{key}", value[key])
+            keys = sorted((k for k in value if not (name == "" and k == CHECKSUM_KEY)),
+                          key=str if tensors_only else lambda k: (type(k).__name__, str(k)))
+            if not tensors_only:
+                digest.update(f"{name}|dict|{len(keys)}|".encode())
+            for key in keys:
+                label = key if tensors_only else f"{type(key).__name__}:{key}"
+                visit(f"{name}/{label}", value[key])
         elif isinstance(value, (list, tuple)):
+            if not tensors_only:
+                digest.update(f"{name}|{type(value).__name__}|{len(value)}|".encode())
             for i, item in enumerate(value):
                 visit(f"{name}/{i}", item)
+        elif not tensors_only:
+            # float.hex is exact (repr would be too, but says nothing about -0.0 vs 0.0 at a glance).
+            text = value.hex() if isinstance(value, float) else repr(value)
+            digest.update(f"{name}|{type(value).__name__}|{text}|".encode())
 
     visit("", payload)
     return digest.hexdigest()
@@ -164,15 +189,23 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"corrupt checkpoint {path}: it is a PyTorch file, but not a "
                               f"gptcourse checkpoint (no '{FORMAT}' marker)")
-    if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {ckpt.get('version')}, "
-                              f"this gptcourse reads version {VERSION}")
+    version = ckpt.get("version")
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
+        raise CheckpointError(f"{path} has checkpoint format version {version!r}, this gptcourse "
+                              f"reads versions {' and '.join(map(str, READABLE_VERSIONS))}")
     for key, kind in (("config", dict), ("model", dict)):
         if not isinstance(ckpt.get(key), kind):
             raise CheckpointError(f"incomplete checkpoint {path}: it has no {key!r} entry, so the "
                                   f"model cannot be rebuilt; use a file written by save_checkpoint")
-    if CHECKSUM_KEY in ckpt and payload_checksum(ckpt) != ckpt[CHECKSUM_KEY]:
-        raise CheckpointError(f"corrupt checkpoint {path}: its tensors do not match the checksum "
+    if version >= 2 and CHECKSUM_KEY not in ckpt:
+        raise CheckpointError(f"corrupt checkpoint {path}: it has no checksum, which every "
+                              f"checkpoint saved by this gptcourse has (the file is damaged or "
+                              f"was edited); use another copy or train again")
+    stored = ckpt.get(CHECKSUM_KEY)
+    if stored is not None and payload_checksum(ckpt, tensors_only=version == 1) != stored:
+        what = ("its tensors do" if version == 1 else
+                "its contents (weights, step, history, settings or random states) do")
+        raise CheckpointError(f"corrupt checkpoint {path}: {what} not match the checksum "
                               f"stored when it was saved (the copy is damaged); use another copy "
                               f"or train again")
     return ckpt

@@ -1,6 +1,7 @@
 """Tests for checkpoints: round trip, safe loading, atomic writes, and clear errors."""
 
 import errno
+import re
 import stat
 
 import pytest
@@ -253,3 +254,63 @@ def test_permission_error_on_the_first_save_says_so(tmp_path, monkeypatch):
                                               "checkpoint was saved"):
         save_checkpoint(tmp_path / "ckpt.pt", model)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_flipped_byte_in_the_step_is_refused(trained):
+    """The checksum covers the whole file: a damaged step used to load, and --resume went on from it."""
+    *_, path = trained
+    assert load_checkpoint(path)["step"] == 4
+    data = path.read_bytes()
+    # The pickled key "step" (X, its length, the text), a memo note (q and one byte), then the
+    # small int 4 (K 0x04). A flipped bit makes it 5.
+    found = re.search(rb"X\x04\x00\x00\x00stepq.K\x04", data, re.DOTALL)
+    assert found and len(re.findall(rb"X\x04\x00\x00\x00stepq.K\x04", data, re.DOTALL)) == 1
+    at = found.end() - 1
+    path.write_bytes(data[:at] + b"\x05" + data[at + 1:])
+    with pytest.raises(CheckpointError, match=r"corrupt checkpoint .*its contents \(weights, step, "
+                                              r"history, settings or random states\) do not match"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("edit", [
+    lambda c: c.update(step=c["step"] + 1),
+    lambda c: c["history"]["val"].__setitem__(0, c["history"]["val"][0] + 1e-9),
+    lambda c: c["settings"].update(lr=c["settings"]["lr"] * 2),
+    lambda c: c["rng"]["batch"].__setitem__(0, c["rng"]["batch"][0] ^ 1),
+    lambda c: c["optimizer"]["param_groups"][0].update(lr=0.5),
+    lambda c: c["extra"].update(corpus="other"),
+    lambda c: c.update(tokenizer=list("abcdeg")),
+    lambda c: c.pop("history"),
+    lambda c: c["history"].update(step=tuple(c["history"]["step"])),  # a list became a tuple
+], ids=["step", "history", "settings", "rng", "optimizer", "extra", "tokenizer", "missing", "type"])
+def test_any_change_outside_the_tensors_is_refused(trained, edit):
+    *_, path = trained
+    ckpt = load_checkpoint(path)
+    edit(ckpt)
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="do not match the checksum"):
+        load_checkpoint(path)
+
+
+def test_a_version_2_file_without_a_checksum_is_refused(trained):
+    *_, path = trained
+    ckpt = load_checkpoint(path)
+    assert ckpt["version"] == 2
+    del ckpt["sha256"]
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="it has no checksum"):
+        load_checkpoint(path)
+
+
+def test_a_version_1_file_still_loads_with_its_tensor_checksum(trained):
+    """Checkpoints saved before the checksum covered everything: checked as far as it goes."""
+    *_, path = trained
+    ckpt = load_checkpoint(path)
+    ckpt["version"] = 1
+    ckpt["sha256"] = ckpt_module.payload_checksum(ckpt, tensors_only=True)
+    torch.save(ckpt, path)
+    assert load_checkpoint(path)["step"] == 4
+    ckpt["model"]["tok_emb.weight"][0, 0] += 1
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError, match="its tensors do not match the checksum"):
+        load_checkpoint(path)
