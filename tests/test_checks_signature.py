@@ -33,7 +33,7 @@ REF = reference(X)
     (REF.flip(2), "reversed along dimension 2"),
     (REF[:, [1, 0, 2, 3, 4, 5]], "wrong order along dimension 1"),
     (torch.cat([REF[:, :4], REF[:, 4:] * 0.5], dim=1), "first 4 of 6 positions are right"),
-    (torch.cat([REF[:1] * 0.5, REF[1:]], dim=0), "last 1 of 2 positions are right"),
+    (torch.cat([REF[:, :2] * 0.5, REF[:, 2:]], dim=1), "last 4 of 6 positions are right"),
     (torch.where(REF > 2, float("nan"), REF), "holds NaN"),
 ])
 def test_value_signatures_are_named(wrong, words):
@@ -65,6 +65,7 @@ def test_an_unrelated_output_has_no_signature():
     ((2, 1, 6), (2, 6), "extra dimension of size 1"),
     ((2, 12, 5), (2, 6, 5), "2 times too long"),
     ((3, 4), (2, 6), "the right number of values in the wrong shape"),
+    ((2, 1, 61), (2, 5, 61), "only one entry was kept"),
 ])
 def test_shape_signatures_are_named(got, want, words):
     found = shape_signature(got, want, SIZES)
@@ -75,7 +76,7 @@ def test_diagnose_prefers_a_listed_mistake_then_the_signature_then_the_default()
     listed = {"the listed mistake": REF * 2}
     assert diagnose(REF * 2, listed, default="fix it", expected=REF) == "the listed mistake"
     found = diagnose(-REF, listed, default="fix it", expected=REF)
-    assert found.startswith("the sign is flipped") and found.endswith("Fix it")
+    assert found.startswith("the sign is flipped") and found.endswith("; fix it")
     other = torch.randn(REF.shape, generator=torch.Generator().manual_seed(3))
     assert diagnose(other, listed, default="fix it", expected=REF) == "fix it"
 

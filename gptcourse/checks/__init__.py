@@ -311,7 +311,7 @@ def diagnose(actual: Any, mistakes: Mapping[str, Any], default: str, atol: float
     if expected is not None:
         found = signature(actual, expected, sizes, atol)
         if found:
-            return f"{found}. {default[:1].upper()}{default[1:]}"
+            return f"{found}; {default}"
     return default
 
 
@@ -353,6 +353,9 @@ def shape_signature(actual: tuple, expected: tuple, sizes: Mapping[str, int] | N
             if abs(a - e) == 1:
                 return (f"dimension {i} is one {'short' if a < e else 'too long'} ({got}): "
                         f"an off-by-one in a range, slice or loop bound along that dimension")
+            if a == 1:
+                return (f"dimension {i} has size 1 where {e} are needed ({got}): only one entry "
+                        f"was kept along it (the last position, [:, -1:], or one start for them all)")
             others = [j for j in range(len(expected)) if j != i and expected[j] == a]
             if others:
                 return (f"dimension {i} has size {_dim_name(a, sizes)}, the size of dimension "
@@ -466,7 +469,7 @@ def value_signature(actual: torch.Tensor, expected: torch.Tensor, sizes: Mapping
                 return (f"along dimension {dim} the first {len(right)} of {n} positions are right "
                         f"and the rest are wrong: something goes wrong after position {len(right) - 1} "
                         f"(a bound, a mask or a cache that stops too early)")
-            if right == list(range(n - len(right), n)):
+            if right == list(range(n - len(right), n)) and 2 * len(right) >= n:
                 return (f"along dimension {dim} the last {len(right)} of {n} positions are right "
                         f"and the first ones are wrong: the start is off (position 0 is handled "
                         f"differently)")
@@ -481,3 +484,13 @@ def signature(actual: Any, expected: Any, sizes: Mapping[str, int] | None = None
             return shape_signature(tuple(actual.shape), tuple(expected.shape), sizes)
         return value_signature(actual, expected, sizes, atol)
     return None
+
+
+def wrong_shape(what: str, value: Any, expected: tuple, sizes: Mapping[str, int] | None = None,
+                hint: str = "") -> str:
+    """`what` has the wrong shape: say which, and what the shape says about the cause."""
+    got = shape_of(value)
+    found = shape_signature(tuple(value.shape), tuple(expected), sizes) if isinstance(
+        value, torch.Tensor) else None
+    message = found if found else f"got {got}, expected {tuple(expected)}"
+    return f"{what} has the wrong shape: {message}{hint}"

@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from ..attention import causal_attention_weights, causal_mask, merge_heads, split_heads
-from . import Check, close, diagnose, shape_of
+from . import Check, close, diagnose, shape_of, wrong_shape
 from .head_dropout import examine_head_dropout
 
 NEG_INF = float("-inf")
@@ -58,7 +58,7 @@ def _tensor_of_shape(check: Check, value, shape: tuple, what: str, hint: str = "
     if not isinstance(value, torch.Tensor):
         check.stop(f"{what} returned {type(value).__name__}: return a tensor")
     if tuple(value.shape) != shape:
-        check.stop(f"{what} has shape {shape_of(value)}, expected {shape}{hint}")
+        check.stop(wrong_shape(what, value, shape, HEAD_SIZES, hint))
     return value
 
 
@@ -86,7 +86,8 @@ def check_causal_weights(causal_weights_fn) -> Check:
                             "(6, 6) scores: every row sums to 1, nothing above the diagonal (no "
                             "token sees the future), and each token sees itself"):
             mistakes = {msg: (lambda kw=kw: _weights(original, **kw)) for msg, kw in MASK_MISTAKES.items()}
-            check.stop(diagnose(out, mistakes, default=_nan_hint(out) or _property_problem(out)))
+            check.stop(diagnose(out, mistakes, default=_nan_hint(out) or _property_problem(out),
+                                expected=_weights(original), sizes={"T": 6}))
         batch = torch.randn(2, 3, 5, 5, generator=gen)
         out = check.call("causal_weights(scores) on a batch of shape (2, 3, 5, 5)",
                        causal_weights_fn, batch, known={"must match the size": (
@@ -124,6 +125,7 @@ def _property_problem(w: torch.Tensor) -> str:
 
 # --- one head ----------------------------------------------------------------------------------------
 D_IN, HEAD_SIZE, CONTEXT = 32, 4, 8  # sqrt(32), 4 and sqrt(4) all differ: scale mistakes show
+HEAD_SIZES = {"head_size": HEAD_SIZE, "d_in": D_IN, "context_length": CONTEXT}
 SCALE_MISTAKES = {
     "no scaling: divide the scores by sqrt(head_size), or the softmax gets too peaky as heads grow": 1.0,
     "scaled by the embedding size: use sqrt(head_size) (the size of q and k), not sqrt(d_in)":
@@ -160,7 +162,8 @@ def check_head(head_class) -> Check:
             mistakes["scores are k @ q^T: use q @ k.transpose(-2, -1), queries in the rows"] = (
                 lambda: _weights(scores.transpose(-2, -1) / math.sqrt(HEAD_SIZE)) @ v)
             check.stop(diagnose(out, mistakes, default=_leak(head, x) or _nan_hint(out) or
-                                "the output differs from softmax(masked q @ k^T / sqrt(head_size)) @ v"))
+                                "the output differs from softmax(masked q @ k^T / sqrt(head_size)) @ v",
+                                expected=expected, sizes=HEAD_SIZES))
         check.ok("head(x) matches softmax(q k^T / sqrt(head_size), future masked) @ v")
         short = check.call("head(x) with 5 tokens (fewer than context_length)", head, x[:, :5],
                          known={"must match the size": "cut the mask to the input's length: "
@@ -245,7 +248,8 @@ def check_split_merge(split_fn, merge_fn) -> Check:
             if not close(out, split_heads(x, nh)):
                 check.stop(diagnose(out, _split_mistakes(x, nh), default=(
                     f"{what} gave shape {shape_of(out)}, expected (B, num_heads, T, head_dim) = "
-                    f"{(B, nh, T, hd)} with head h holding features h*head_dim:(h+1)*head_dim")))
+                    f"{(B, nh, T, hd)} with head h holding features h*head_dim:(h+1)*head_dim"),
+                    expected=split_heads(x, nh), sizes={"num_heads": nh, "head_dim": hd, "T": T}))
             check.ok(f"{what} has shape {(B, nh, T, hd)}, and head h holds its own slice of features")
         y = torch.arange(2 * 3 * 5 * 4, dtype=torch.float).view(2, 3, 5, 4)  # (B, nh, T, hd)
         out = check.call("merge_heads(y of shape (2, 3, 5, 4))", merge_fn, y, known=NOT_CONTIGUOUS)
@@ -257,7 +261,8 @@ def check_split_merge(split_fn, merge_fn) -> Check:
                          f".transpose(1, 2)"] = y.transpose(i, j).reshape(2, 5, 12)
             check.stop(diagnose(out, mistakes, default=(
                 f"merge_heads gave {shape_of(out)}, expected (B, T, num_heads * head_dim) = (2, 5, 12) "
-                f"with the heads side by side for each token")))
+                f"with the heads side by side for each token"), expected=merge_heads(y),
+                sizes={"num_heads": 3, "head_dim": 4, "T": 5}))
         check.ok("merge_heads puts the heads side by side again: (2, 3, 5, 4) -> (2, 5, 12)")
         x = torch.randn(2, 5, 12)
         back = check.call("merge_heads(split_heads(x, 3))", lambda: merge_fn(split_fn(x, 3)),

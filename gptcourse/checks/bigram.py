@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..bigram import BigramLanguageModel, bigram_counts, bigram_nll, bigram_probs
-from . import Check, close, diagnose, shape_of
+from . import Check, close, diagnose, shape_of, wrong_shape
 
 
 def _as_float(check: Check, value, what: str) -> float:
@@ -190,7 +190,8 @@ def _check_logits(check, logits, ref_logits, weight, idx, B, T, V, quiet=False) 
                    f"(B, T, C) = {(B, T, V)}: flatten a view only for the loss, so that "
                    f"generate can read logits[:, -1, :]")
     if tuple(logits.shape) != (B, T, V):
-        check.stop(f"logits should have shape (B, T, C) = {(B, T, V)}, got {shape_of(logits)}")
+        check.stop(wrong_shape("the logits", logits, (B, T, V), {"B": B, "T": T, "vocab_size": V},
+                               f" (they should be (B, T, C) = {(B, T, V)})"))
     if close(logits, ref_logits):
         if not quiet:
             check.ok(f"logits have shape (B, T, C) = {(B, T, V)} and are the table's rows for each id")
@@ -262,7 +263,10 @@ def check_generate(generate_fn) -> Check:
                 (B, 1): "only one token came back: append the new token to idx instead of replacing idx",
                 (B, N): "only the new tokens came back: return the prompt followed by them",
                 (B, T + 1): "only one token was added: repeat max_new_tokens times",
-            }.get(shape, "append one token per step, max_new_tokens times")
+            }.get(shape)
+            if hint is None:
+                check.stop(wrong_shape("the output", out, want, {"B": B, "T": T, "max_new_tokens": N},
+                                       ": append one token per step, max_new_tokens times"))
             check.stop(f"output shape {shape}, expected (B, T + max_new_tokens) = {want}: {hint}")
         check.ok(f"output shape (B, T + max_new_tokens) = {want}")
         check.expect(torch.equal(out[:, :T], idx), "the output starts with the prompt",

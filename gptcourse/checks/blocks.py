@@ -6,11 +6,13 @@ import torch
 
 from ..config import GPTConfig
 from ..layers import TransformerBlock
-from . import Check, close, diagnose, shape_of
+from . import Check, close, diagnose, wrong_shape
 from .layers import LAYER_ERRORS, _name
 
-BLOCK_CFG = GPTConfig(vocab_size=10, context_length=6, emb_dim=16, n_heads=4, n_layers=1,
+# Batch 2, 6 tokens, width 16, 2 heads of 8: every size differs, so a wrong one can be named.
+BLOCK_CFG = GPTConfig(vocab_size=10, context_length=6, emb_dim=16, n_heads=2, n_layers=1,
                       drop_rate=0.0)
+BLOCK_SIZES = {"emb_dim": 16, "head_dim": 8, "num_heads": 2}
 
 
 def _block_variant(block: TransformerBlock, x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -45,6 +47,15 @@ def _block_variant(block: TransformerBlock, x: torch.Tensor, kind: str) -> torch
     if kind == "feed-forward branch only":
         h = x + att(n1(x))
         return h + drop(ff(n2(h)))
+    if kind == "feed-forward first":
+        h = x + drop(ff(n2(x)))
+        return h + drop(att(n1(h)))
+    if kind == "one norm twice":
+        h = x + drop(att(n1(x)))
+        return h + drop(ff(n1(h)))
+    if kind == "no norms":
+        h = x + drop(att(x))
+        return h + drop(ff(h))
     if kind == "no dropout":
         h = x + att(n1(x))
         return h + ff(n2(h))
@@ -62,6 +73,12 @@ BLOCK_MISTAKES = {
                 "half: update x after attention, then x = x + drop(ff(norm2(x)))",
     "norms swapped": "norm1 and norm2 are swapped: norm1 goes before attention, norm2 before "
                      "the feed-forward",
+    "feed-forward first": "the two halves are in the wrong order: attention comes first, "
+                          "x = x + drop(att(norm1(x))), then the feed-forward",
+    "one norm twice": "norm1 is used for both halves: the feed-forward reads norm2(x), a "
+                      "LayerNorm of its own with its own scale and shift",
+    "no norms": "the LayerNorms are never applied: each branch reads norm1(x) or norm2(x), "
+                "not x",
     "shortcut normalised": "the shortcut carries the normalised x: add the un-normalised x, "
                            "x = x + drop(att(norm1(x)))",
 }
@@ -91,8 +108,8 @@ def check_transformer_block(block_class) -> Check:
         with torch.no_grad():
             out = check.call("block(x)", block, x.clone())
             if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-                check.stop(f"the output should have the input's shape (B, T, C) = {tuple(x.shape)}, "
-                           f"got {shape_of(out)}")
+                check.stop(wrong_shape("block(x)", out, tuple(x.shape), BLOCK_SIZES,
+                                       f" (the output keeps the input's shape (B, T, C) = {tuple(x.shape)})"))
             check.ok(f"the output keeps the input's shape {tuple(x.shape)}")
             if close(out, ref(x), atol=1e-5):
                 check.ok("in eval mode, with the same weights, the output matches the reference "
@@ -102,7 +119,7 @@ def check_transformer_block(block_class) -> Check:
                             for kind, message in BLOCK_MISTAKES.items()}
                 check.stop(diagnose(out, mistakes, atol=1e-5, default=(
                     "the output differs from the reference: x = x + drop(att(norm1(x))), "
-                    "then x = x + drop(ff(norm2(x)))")))
+                    "then x = x + drop(ff(norm2(x)))"), expected=ref(x), sizes=BLOCK_SIZES))
             again = check.call("block(x) a second time", block, x.clone())
             check.expect(close(again, out, atol=0), "in eval mode the same input gives the same output",
                          "in eval mode two calls gave different outputs: is something random "
@@ -143,5 +160,6 @@ def _check_block_dropout(check: Check, block_class) -> None:
             variants[message] = _block_variant(ref, x, kind)
         check.fail(diagnose(out, variants, atol=1e-5, default=(
             "in training mode the output differs from the reference: call self.drop_shortcut "
-            "once on each branch's output, attention first, before adding it to x")))
+            "once on each branch's output, attention first, before adding it to x"),
+            expected=expected, sizes=BLOCK_SIZES))
 

@@ -6,7 +6,7 @@ import torch
 
 from ..data import SlidingWindowDataset
 from ..tokenizers import CharTokenizer
-from . import NOT_WRITTEN, Check, shape_of
+from . import NOT_WRITTEN, Check, wrong_shape
 
 SAMPLE_TEXT = "hello world! 안녕하세요"
 
@@ -85,7 +85,8 @@ def _check_unknown_character(check: Check, tok) -> None:
 
 
 OFF_THE_END = ("some windows run off the end of the data. "
-               "Random starts must stay below len(data) - block_size")
+               "Random starts must stay below len(data) - block_size, and every window must be "
+               "cut from the `data` argument, not from a tensor defined elsewhere in the notebook")
 # A window cut short makes torch.stack fail; indexing past the end raises IndexError.
 BATCH_ERRORS = {IndexError: f"could not build the batch: {OFF_THE_END}",
                 "stack expects each tensor to be equal size": f"could not build the batch: {OFF_THE_END}"}
@@ -107,8 +108,10 @@ def check_get_batch(get_batch_fn) -> Check:
             check.stop(f"get_batch should return two tensors (x, y), got {type(x).__name__}, {type(y).__name__}")
         want = (batch_size, block_size)
         if tuple(x.shape) != want or tuple(y.shape) != want:
-            check.stop(f"x and y should both have shape (batch_size, block_size) = {want}; "
-                       f"got {shape_of(x)} and {shape_of(y)}")
+            bad = x if tuple(x.shape) != want else y
+            check.stop(wrong_shape("x" if bad is x else "y", bad, want,
+                                   {"batch_size": batch_size, "block_size": block_size},
+                                   f" (both should be (batch_size, block_size) = {want})"))
         check.ok(f"x and y have shape {want}")
         # With data = arange, every row of x must count up by one from its start.
         contiguous = torch.equal(x - x[:, :1], torch.arange(block_size).expand_as(x))

@@ -11,7 +11,7 @@ from ..config import GPTConfig
 from ..generate import generate_text_simple
 from ..kvcache import KVCache, block_with_cache
 from ..model import GPTModel
-from . import Check, close, diagnose, shape_of
+from . import Check, close, diagnose, shape_of, wrong_shape
 
 CFG = GPTConfig(vocab_size=61, context_length=12, emb_dim=16, n_heads=2, n_layers=2,
                 drop_rate=0.0, qkv_bias=True)
@@ -149,7 +149,8 @@ def check_forward_with_cache(forward_fn) -> Check:
                 logits = check.call(what, forward_fn, model, idx[:, start:stop], cache)
                 want = (2, stop - start, CFG.vocab_size)
                 if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != want:
-                    check.stop(f"{what} returned {shape_of(logits)}, expected logits of shape {want}")
+                    check.stop(wrong_shape(what, logits, want, {"vocab_size": CFG.vocab_size},
+                                           f" (logits of shape {want} for the new tokens only)"))
                 if cache.length != stop:
                     check.stop(f"after {what} the cache holds {cache.length} positions, expected "
                                f"{stop}: run every block with block_with_cache(block, x, cache, layer)")

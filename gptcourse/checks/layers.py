@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from ..config import GPTConfig
 from ..layers import FeedForward, LayerNorm, gelu_exact
-from . import Check, close, diagnose, shape_of
+from . import Check, close, diagnose, shape_of, wrong_shape
 
 KEEPDIM = ("the shapes do not broadcast: did you forget keepdim=True in mean/var? "
            "Without it the (B, T) statistics cannot line up with the (B, T, C) input")
@@ -45,6 +45,11 @@ def _norm(x, dim=-1, unbiased=False, eps=1e-5, eps_inside=True, center=True, sqr
     return top / (torch.sqrt(var + eps) if eps_inside else torch.sqrt(var) + eps)
 
 
+def _std_as_var(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    std = x.var(dim=-1, keepdim=True, unbiased=False).sqrt()
+    return (x - x.mean(dim=-1, keepdim=True)) / torch.sqrt(std + eps)
+
+
 def _layernorm_mistakes(x: torch.Tensor) -> dict:
     all_dims = tuple(range(x.dim()))
     return {
@@ -69,6 +74,8 @@ def _layernorm_mistakes(x: torch.Tensor) -> dict:
         "the mean is not subtracted: compute (x - mean) / sqrt(var + eps)": _norm(x, center=False),
         "it divides by the variance, not by its square root (the standard deviation)":
             _norm(x, sqrt=False),
+        "the standard deviation is used as the variance (a square root too many): divide by "
+        "torch.sqrt(var + eps), where var is the variance itself": lambda: _std_as_var(x),
         # scale starts at ones and shift at zeros, so shift * norm + scale is all ones.
         "scale and shift are swapped: return self.scale * norm_x + self.shift": torch.ones_like(x),
     }
@@ -114,7 +121,8 @@ def check_layernorm(layer_norm_class) -> Check:
         with torch.no_grad():
             out = check.call(f"{name}({emb_dim})(x)", ln, x.clone())
             if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-                check.stop(f"the output should have the input's shape {tuple(x.shape)}, got {shape_of(out)}")
+                check.stop(wrong_shape(f"{name}({emb_dim})(x)", out, tuple(x.shape), {"emb_dim": emb_dim},
+                                       f" (the output keeps the input's shape {tuple(x.shape)})"))
             if close(out, ref(x), atol=1e-4):
                 check.ok("each token's vector is normalised to mean 0 and variance 1 "
                          "(biased variance, eps inside the square root)")
@@ -124,7 +132,8 @@ def check_layernorm(layer_norm_class) -> Check:
             else:
                 check.stop(diagnose(out, _layernorm_mistakes(x), atol=1e-4, default=(
                     "the output differs from the reference: subtract the mean over the last "
-                    "dimension and divide by torch.sqrt(var + eps) with the biased variance")))
+                    "dimension and divide by torch.sqrt(var + eps) with the biased variance"),
+                    expected=ref(x), sizes={"emb_dim": emb_dim}))
             if usable:
                 _check_scale_shift(check, ln, ref, x, emb_dim)
             other = check.call(f"{name}(16)", layer_norm_class, 16)
@@ -160,7 +169,7 @@ def _check_scale_shift(check: Check, ln, ref: LayerNorm, x: torch.Tensor, emb_di
         "scale and shift are swapped: return self.scale * norm_x + self.shift":
             shift * plain + scale,
     }, atol=1e-4, default="with a trained scale and shift the output differs: "
-                          "return self.scale * norm_x + self.shift"))
+                          "return self.scale * norm_x + self.shift", expected=ref(x)))
 
 
 # --- GELU --------------------------------------------------------------------------------------
@@ -209,12 +218,33 @@ def _gelu_constants(x: torch.Tensor, out: torch.Tensor) -> str | None:
     if not torch.allclose(design @ torch.tensor([a, c], dtype=torch.double), t, atol=1e-3) or a == 0:
         return None  # not of this form: another mistake
     cubic = c / a
+    if math.isclose(-a, SQRT_2_OVER_PI, rel_tol=1e-3) and math.isclose(cubic, 0.044715, rel_tol=1e-4):
+        return ("the bracket subtracts the tanh (or the tanh's argument has a minus sign): "
+                "GELU(x) = 0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3))), with plus signs")
     if not math.isclose(a, SQRT_2_OVER_PI, rel_tol=1e-3):
         return (f"the constant in front is {a:.4g}: it should be sqrt(2 / pi) ≈ 0.7979 "
                 f"(math.sqrt(2 / math.pi))")
     if not math.isclose(cubic, 0.044715, rel_tol=1e-4):
         return f"the cubic coefficient is {cubic:.4g}: it should be 0.044715 (check the digits)"
     return None
+
+
+def _gelu_bracket(x: torch.Tensor, out: torch.Tensor) -> str | None:
+    """If `out` is x * (p + q * tanh(...)) with the right tanh but other coefficients outside it,
+    name them: GELU's bracket is 0.5 * (1 + tanh(...))."""
+    x, out = x.double(), out.detach().double()
+    keep = x.abs() > 0.1
+    t = torch.tanh(SQRT_2_OVER_PI * (x + 0.044715 * x.pow(3)))[keep]
+    design = torch.stack([torch.ones_like(t), t], dim=1)
+    target = (out[keep] / x[keep])[:, None]
+    p, q = torch.linalg.lstsq(design, target).solution.flatten().tolist()
+    if abs(q) < 1e-3 or not torch.allclose(design @ torch.tensor([p, q], dtype=torch.double),
+                                           target.flatten(), atol=1e-4):
+        return None
+    if math.isclose(p, 0.5, rel_tol=1e-3) and math.isclose(q, -0.5, rel_tol=1e-3):
+        return "the bracket subtracts the tanh: GELU(x) = 0.5 * x * (1 + tanh(...)), with a plus"
+    return (f"the output is x * ({p:.4g} + {q:.4g} * tanh(...)): a coefficient outside the tanh is "
+            f"wrong; GELU(x) = 0.5 * x * (1 + tanh(...)), that is x * (0.5 + 0.5 * tanh(...))")
 
 
 def check_gelu(gelu) -> Check:
@@ -232,9 +262,11 @@ def check_gelu(gelu) -> Check:
             if close(out, reference(x), atol=1e-5):
                 check.ok("matches nn.GELU(approximate='tanh') from -6 to 6")
             else:
-                check.stop(diagnose(out, _gelu_mistakes(x), atol=1e-5, default=_gelu_constants(x, out) or (
+                check.stop(diagnose(out, _gelu_mistakes(x), atol=1e-5,
+                                    default=_gelu_constants(x, out) or _gelu_bracket(x, out) or (
                     "the values differ from GELU's tanh approximation: "
-                    "0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))")))
+                    "0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x**3)))"),
+                    expected=reference(x)))
             grid = torch.randn(2, 3, 4, generator=torch.Generator().manual_seed(7)) * 3
             out3 = check.call("GELU on a (2, 3, 4) tensor", fn, grid.clone())
             check.expect(isinstance(out3, torch.Tensor) and close(out3, reference(grid), atol=1e-5),
@@ -287,5 +319,6 @@ def check_feed_forward(feed_forward_class) -> Check:
                         last(gelu_exact(hidden)),
                     "there is no activation between the two Linear layers: put GELU() there "
                     "(without it, two Linear layers are just one)": last(hidden),
-                }, atol=1e-5, default="the output differs from Linear -> GELU -> Linear"))
+                }, atol=1e-5, default="the output differs from Linear -> GELU -> Linear",
+                    expected=ref(x), sizes={"emb_dim": C, "hidden": 4 * C}))
     return check

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Check, shape_of
+from . import Check, shape_of, wrong_shape
 
 N_SAMPLES = 20_000
 LOGITS = torch.tensor([3.0, 2.5, 2.0, 1.0, -1.0, -2.0])  # distinct scores, most likely first
@@ -52,7 +52,8 @@ def _as_ids(check: Check, ids, what: str, batch: int) -> torch.Tensor:
         check.stop(f"{what} returned shape {shape_of(ids)}: keep a column of ids, shape (B, 1) "
                    f"(argmax(dim=-1, keepdim=True); torch.multinomial(probs, 1) already gives it)")
     if tuple(ids.shape) != (batch, 1):
-        check.stop(f"{what} returned shape {shape_of(ids)}, expected (B, 1) = ({batch}, 1)")
+        check.stop(wrong_shape(what, ids, (batch, 1), {"B": batch, "vocab_size": len(LOGITS)},
+                               f" (it should be (B, 1) = ({batch}, 1))"))
     if ids.is_floating_point() or ids.min() < 0 or ids.max() >= len(LOGITS):
         check.stop(f"{what} returned values that are not token ids in 0..{len(LOGITS) - 1}: "
                    f"return indices (argmax / multinomial), not probabilities")
