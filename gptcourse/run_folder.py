@@ -4,9 +4,10 @@
         ...train, saving run.checkpoint every N steps...
 
 `prepare_run_folder` creates the folder, writes and removes a probe file, compares the free
-space with a checkpoint's size, takes the lock `OUT/run.lock` (the owner's process id), and
-removes temporary files that a run killed mid-save left behind. Under torchrun only rank 0
-calls it. A lock whose process no longer exists (a crashed or killed run) is taken over.
+space with a checkpoint's size, takes the lock `OUT/run.lock` (the owner's process id, its start
+time and a run id), and removes temporary files that a run killed mid-save left behind. Under
+torchrun only rank 0 calls it. A lock whose process no longer exists (a crashed or killed run),
+or whose process id now names a process that started later, is taken over.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
+import subprocess
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+
+from .validate import ArgumentTypeError, CourseWarning, require_int
 
 LOCK_NAME = "run.lock"
 CHECKPOINT_NAME = "ckpt.pt"
@@ -41,24 +50,101 @@ def describe_os_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+# A lock file that cannot be read (empty, or garbage) may belong to a run that is writing it at
+# this moment: it counts as held for this long after its last change, then as left behind.
+LOCK_GRACE_S = 10.0
+MAX_PID = 2**31 - 1  # process ids are C ints; a larger number in a lock file is not one
+
+
+class RunFolderWarning(CourseWarning):
+    """Something about the run folder worth a line, though the run itself is fine."""
+
+
 def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
+    """True if a process with this id exists (whoever owns it)."""
+    if not 0 < pid <= MAX_PID:
         return False
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl+C there: ask Windows instead
+        return _windows_pid_alive(pid)
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # it exists, but belongs to another user
+    except OSError:
+        return False
     return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    import ctypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return ctypes.get_last_error() == 5  # access denied: it exists, another user's
+    try:
+        code = ctypes.c_ulong()
+        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
+        return code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started, as a short text (None if this system cannot tell).
+
+    A process id is reused once its process ends; the start time tells the two processes apart.
+    """
+    try:  # Linux: field 22 of /proc/PID/stat, clock ticks since boot (after the name in brackets)
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        pass
+    if os.name != "posix" or Path("/proc/self/stat").exists():
+        return None  # Windows, or a Linux where that process has ended
+    try:  # macOS and other Unix systems
+        found = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True,
+                               text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return "-".join(found.stdout.split()) or None
+
+
+@dataclass(frozen=True)
+class LockRecord:
+    """What a lock file says: the owner's process id, its start time and the run's own id."""
+
+    pid: int
+    start: str | None = None   # None: not recorded (an older lock, or a system that cannot tell)
+    run_id: str | None = None  # None: an older lock that holds only the process id
+
+    def line(self) -> str:
+        return f"{self.pid} {self.start or '-'} {self.run_id or '-'}\n"
+
+
+def _read_lock(lock: Path) -> LockRecord | None:
+    """The record in a lock file, or None if it cannot be read (being written, empty, garbage)."""
+    try:
+        parts = lock.read_text(encoding="ascii").split()
+        pid = int(parts[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if not 0 < pid <= MAX_PID or len(parts) > 3:
+        return None
+    start, run_id = (parts[1:] + ["-", "-"])[:2]
+    return LockRecord(pid, None if start == "-" else start, None if run_id == "-" else run_id)
 
 
 def _lock_owner(lock: Path) -> int | None:
     """The pid written in the lock file, or None if it cannot be read (being written, or garbage)."""
-    try:
-        return int(lock.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
+    record = _read_lock(lock)
+    return record.pid if record else None
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_dev, a.st_size, a.st_mtime_ns) == (b.st_ino, b.st_dev, b.st_size,
+                                                              b.st_mtime_ns)
 
 
 class RunFolder:
@@ -69,34 +155,116 @@ class RunFolder:
         self.lock = path / LOCK_NAME
         self.checkpoint = path / CHECKPOINT_NAME
         self.removed_temp_files: list[Path] = []
+        self.run_id = uuid.uuid4().hex[:16]
         self._locked = False
 
     def acquire(self) -> None:
-        """Take the lock, or raise RunFolderError naming the process that holds it."""
-        for _ in range(3):
+        """Take the lock, or raise RunFolderError naming the process that holds it.
+
+        The lock file appears with its whole record in it (written to a temporary file first,
+        then linked into place), so another run never sees it half-written.
+        """
+        mine = LockRecord(os.getpid(), process_start(os.getpid()), self.run_id)
+        give_up = time.monotonic() + LOCK_GRACE_S + 2
+        for _ in range(1000):
+            if self._create(mine.line()):
+                self._locked = True
+                return
+            try:
+                seen = os.lstat(self.lock)
+            except FileNotFoundError:
+                continue  # removed in the meantime: try again
+            except OSError as exc:
+                raise RunFolderError(f"cannot read the lock {self.lock}: "
+                                     f"{describe_os_error(exc)}") from None
+            if not stat.S_ISREG(seen.st_mode):
+                raise RunFolderError(
+                    f"{self.lock} is a folder (or another kind of file), not a lock file: if no "
+                    f"run uses {self.path}, remove it (rmdir {self.lock}), or choose another --out")
+            record = _read_lock(self.lock)
+            if record is None:
+                # Empty or unreadable: maybe a run that is writing it right now. Held for a while.
+                if time.time() - seen.st_mtime < LOCK_GRACE_S:
+                    if time.monotonic() > give_up:
+                        raise RunFolderError(
+                            f"{self.lock} is unreadable and was changed moments ago, as if another "
+                            f"run were starting in {self.path}: try again in a few seconds, or "
+                            f"choose another --out")
+                    time.sleep(0.1)
+                    continue
+            elif record.pid != os.getpid() and _pid_alive(record.pid) and not _reused(record):
+                raise RunFolderError(
+                    f"{self.path} is in use by another run (process {record.pid} holds {self.lock}): "
+                    f"wait for it to finish, stop it (kill {record.pid}), or choose another --out")
+            # The owner is gone (a crashed or killed run, or its pid now names another
+            # process), or the file was left unreadable long ago: the lock is stale.
+            self._break_stale(seen)
+        raise RunFolderError(f"could not take the lock {self.lock}: another run keeps recreating it")
+
+    def _create(self, line: str) -> bool:
+        """Create the lock file holding `line`; False if a lock file already exists."""
+        tmp = self.path / f"{LOCK_NAME}.{self.run_id}.tmp"
+        try:
+            with open(tmp, "w", encoding="ascii") as handle:
+                handle.write(line)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, self.lock)  # appears whole, or fails if a lock is already there
+                return True
+            except FileExistsError:
+                return False
+            except OSError:
+                pass  # a file system without hard links: exclusive create, then write
             try:
                 fd = os.open(self.lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                owner = _lock_owner(self.lock)
-                if owner is not None and owner != os.getpid() and _pid_alive(owner):
-                    raise RunFolderError(
-                        f"{self.path} is in use by another run (process {owner} holds {self.lock}): "
-                        f"wait for it to finish, stop it (kill {owner}), or choose another --out"
-                    ) from None
-                # The owner is gone (a crashed or killed run): the lock is stale, take it over.
-                self.lock.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(f"{os.getpid()}\n")
-            self._locked = True
-            return
-        raise RunFolderError(f"could not take the lock {self.lock}: another run keeps recreating it")
+                return False
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(line)  # others wait LOCK_GRACE_S for an empty lock: time enough
+            return True
+        except OSError as exc:
+            raise RunFolderError(f"cannot create the lock {self.lock}: "
+                                 f"{describe_os_error(exc)}; choose another --out") from None
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _break_stale(self, seen: os.stat_result) -> None:
+        """Remove the stale lock `seen`, unless another run replaced it in the meantime."""
+        aside = self.path / f"{LOCK_NAME}.{self.run_id}.stale"
+        try:
+            os.rename(self.lock, aside)  # atomic: of two runs that both found it stale, one wins
+        except FileNotFoundError:
+            return  # the other run took it away first
+        except OSError as exc:
+            raise RunFolderError(f"cannot remove the stale lock {self.lock}: "
+                                 f"{describe_os_error(exc)}") from None
+        try:
+            if not _same_file(os.lstat(aside), seen):
+                # Another run broke the stale lock and took its own between our look and the
+                # rename: what we moved is that run's lock. Put it back.
+                try:
+                    os.link(aside, self.lock)
+                except FileExistsError:
+                    pass
+                except OSError:
+                    os.replace(aside, self.lock)
+        finally:
+            aside.unlink(missing_ok=True)
 
     def release(self) -> None:
-        """Remove the lock if this process still owns it."""
-        if self._locked and _lock_owner(self.lock) == os.getpid():
-            self.lock.unlink(missing_ok=True)
+        """Remove the lock if this run still owns it; never raises (a warning if it cannot)."""
+        if not self._locked:
+            return
         self._locked = False
+        try:
+            record = _read_lock(self.lock)
+            if record is not None and record.run_id == self.run_id:
+                self.lock.unlink()
+        except OSError as exc:
+            warnings.warn(f"could not remove the lock {self.lock} ({describe_os_error(exc)}); "
+                          f"the next run into {self.path} takes it over, as this process will "
+                          f"have ended", RunFolderWarning, stacklevel=2)
 
     def remove_stale_temp_files(self) -> list[Path]:
         """Delete `ckpt.pt*.tmp` files left by a run killed mid-save (call with the lock held)."""
@@ -110,6 +278,14 @@ class RunFolder:
 
     def __exit__(self, *exc_info) -> None:
         self.release()
+
+
+def _reused(record: LockRecord) -> bool:
+    """True if the lock's process id now names another process (the run's process ended)."""
+    if record.start is None:
+        return False  # not recorded: a live process with that id counts as the owner
+    now = process_start(record.pid)
+    return now is not None and now != record.start
 
 
 def check_writable(path: Path, checkpoint_bytes: int = 0) -> None:
@@ -148,12 +324,18 @@ def prepare_run_folder(out: str | Path, checkpoint_bytes: int = 0) -> RunFolder:
     Returns a locked RunFolder; use it in a `with` block so the lock is released at the end.
     Raises RunFolderError with a one-line explanation and fix.
     """
+    if not isinstance(out, (str, os.PathLike)) or str(out) == "":
+        raise ArgumentTypeError(f"out must be the path of a folder for the run (a str or Path), "
+                                f"got {out!r}")
+    checkpoint_bytes = require_int("checkpoint_bytes", checkpoint_bytes, low=0)
     folder = RunFolder(Path(out))
     check_writable(folder.path, checkpoint_bytes)
     folder.acquire()
     try:
         folder.remove_stale_temp_files()
-    except OSError:
+    except OSError as exc:
         folder.release()
-        raise
+        raise RunFolderError(f"cannot remove a temporary file left in --out {folder.path}: "
+                             f"{describe_os_error(exc)}; remove it by hand or choose another "
+                             f"--out") from None
     return folder
