@@ -207,7 +207,7 @@ def test_head_stub_forward_fails():
     (dict(dropout_mode="on q"), "dropout acts before the softmax"),
     (dict(dropout_mode="on v"), "dropout acts on the values"),
     (dict(dropout_mode="unscaled"), "not scaled by 1 / (1 - p)"),
-    (dict(dropout_mode="fixed rate"), "as if p = 0.1"),
+    (dict(dropout_mode="fixed rate"), "as if p were fixed at 0.1"),
     (dict(bias=True), "have a bias"),
     (dict(slice_mask=False), "cut the mask to the input's length"),
     (dict(mask_as="parameter"), "the mask is an nn.Parameter"),

@@ -1,10 +1,12 @@
 """The chapter 1 checkers (and the checker framework): the reference passes, a stub fails,
 and every mistake a checker claims to diagnose is planted and named."""
 
+import pytest
 import torch
 
 from gptcourse.checks import Check, close, diagnose
 from gptcourse.checks.data import (
+    LENGTH_SLIPS,
     check_char_tokenizer,
     check_get_batch,
     check_sliding_window_dataset,
@@ -391,8 +393,36 @@ def test_sliding_window_diagnoses_targets_not_shifted():
 
 
 def test_sliding_window_diagnoses_off_by_one_length():
-    assert has(check_sliding_window_dataset(OneTooMany), "too many windows")
+    # One start too many at the end of the range is the target forgotten.
+    assert has(check_sliding_window_dataset(OneTooMany), "the count forgets the target")
     assert has(check_sliding_window_dataset(OneTooFew), "too few windows")
+
+
+@pytest.mark.parametrize("formula", list(LENGTH_SLIPS))
+def test_sliding_window_length_formulas_are_distinct_and_named(formula):
+    configs, N = [(4, 4), (4, 1), (3, 2)], 12
+    lengths = {hint: tuple(f(N, T, s) for T, s in configs) for hint, f in LENGTH_SLIPS.items()}
+    reference = tuple(len(SlidingWindowDataset(torch.arange(N), T, s)) for T, s in configs)
+    assert len(set(lengths.values()) | {reference}) == len(lengths) + 1  # every formula its own
+
+    class ByFormula(SlidingWindowDataset):
+        def __len__(self):
+            T, s = self.context_length, self.starts.step
+            return LENGTH_SLIPS[formula](len(self.ids), T, s)
+
+    assert has(check_sliding_window_dataset(ByFormula), formula)
+
+
+def test_dropout_applied_twice_is_not_read_as_a_fixed_rate():
+    from gptcourse.attention import Head, causal_attention_weights
+    from gptcourse.checks.attention import check_head
+
+    class TwiceDropped(Head):
+        def forward(self, x):
+            weights = causal_attention_weights(self.query(x), self.key(x), self.mask)
+            return self.dropout(self.dropout(weights)) @ self.value(x)
+
+    assert has(check_head(TwiceDropped), "dropout is applied 2 times")
 
 
 def test_sliding_window_bad_item_is_one_line():

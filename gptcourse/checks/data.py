@@ -165,26 +165,50 @@ def _check_window_range(check: Check, get_batch_fn) -> None:
                  f"torch.randint(len(data) - block_size, ...)")
 
 
+# How many windows a learner's __len__ counts, by the formula behind it: N ids, context T, stride s.
+# The checker's three datasets give each formula its own three lengths.
+LENGTH_SLIPS = {
+    "stride seems ignored: step the start by `stride`": lambda N, T, s: N - T,
+    "the count forgets the target: a window needs context_length + 1 ids, so the last start is "
+    "len(ids) - context_length - 1, and the count is (N - T - 1) // stride + 1":
+        lambda N, T, s: (N - T) // s + 1,
+    "the count is one short: the window at start 0 counts too, (N - T - 1) // stride + 1":
+        lambda N, T, s: (N - T - 1) // s,
+    "(N - T) // stride counts the steps between starts, not the starts: the count is "
+    "(N - T - 1) // stride + 1": lambda N, T, s: (N - T) // s,
+    "N // stride counts as if every start had a full window after it: the last start is "
+    "N - T - 1, so the count is (N - T - 1) // stride + 1": lambda N, T, s: N // s,
+}
+
+
 def check_sliding_window_dataset(dataset_class) -> Check:
     """Check a learner's sliding-window Dataset(token_ids, context_length, stride)."""
     with Check("SlidingWindowDataset") as check:
         ids = torch.arange(12)
         name = getattr(dataset_class, "__name__", "dataset_class")
-        for context_length, stride in [(4, 4), (4, 1), (3, 2)]:
-            reference = SlidingWindowDataset(ids, context_length, stride)
+        configs = [(4, 4), (4, 1), (3, 2)]
+        made = []
+        for context_length, stride in configs:
             what = f"{name}(ids, context_length={context_length}, stride={stride})"
             ds = check.call(what, dataset_class, ids, context_length, stride)
-            n = check.call(f"len({what})", len, ds)
-            if n != len(reference):
-                if stride != 1 and n == len(SlidingWindowDataset(ids, context_length, 1)):
-                    hint = "stride seems ignored: step the start by `stride`"
-                elif n > len(reference):
-                    hint = ("too many windows: the last window must leave one token for its "
-                            "target, so starts stay below len(ids) - context_length")
-                else:
-                    hint = ("too few windows: the last start, len(ids) - context_length - 1, "
-                            "is missing (range stops before its end value)")
-                check.stop(f"len({what}) is {n}, expected {len(reference)}: {hint}")
+            made.append((what, ds, check.call(f"len({what})", len, ds)))
+        lengths = tuple(n for _, _, n in made)
+        wanted = tuple(len(SlidingWindowDataset(ids, T, s)) for T, s in configs)
+        if lengths != wanted:
+            # The lengths of all three datasets together tell which formula the count follows.
+            N = len(ids)
+            formula = next((hint for hint, f in LENGTH_SLIPS.items()
+                            if lengths == tuple(f(N, T, s) for T, s in configs)), None)
+            i = next(i for i in range(len(configs)) if lengths[i] != wanted[i])
+            (context_length, stride), (what, _, n) = configs[i], made[i]
+            if formula is None:
+                formula = ("too many windows: the last window must leave one token for its "
+                           "target, so starts stay below len(ids) - context_length") if n > wanted[i] else (
+                           "too few windows: the last start, len(ids) - context_length - 1, "
+                           "is missing (range stops before its end value)")
+            check.stop(f"len({what}) is {n}, expected {wanted[i]}: {formula}")
+        for (context_length, stride), (what, ds, n) in zip(configs, made):
+            reference = SlidingWindowDataset(ids, context_length, stride)
             items = [check.call(f"{what}[{i}]", lambda i=i, ds=ds: ds[i]) for i in range(n)]
             if not all(isinstance(item, (tuple, list)) and len(item) == 2 for item in items):
                 check.stop(f"{what}[i] should return a pair (input_ids, target_ids)")

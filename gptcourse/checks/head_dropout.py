@@ -6,6 +6,8 @@ Dropout belongs on the attention weights, after the softmax: kept weights are sc
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import Check, close
@@ -85,11 +87,37 @@ def _check_dropped_weights(check: Check, head_class, d_in: int, context: int) ->
         check.fail("the kept weights are not scaled by 1 / (1 - p): use nn.Dropout, which scales "
                    "them so the expected output stays the same")
     elif (factor := _common_factor(dropped, weights)) is not None:
-        check.fail(f"the kept weights are scaled by {factor:.3g}, as if p = {1 - 1 / factor:.2g}: "
-                   f"use the `dropout` argument, self.dropout = nn.Dropout(dropout), not a fixed rate")
+        check.fail(_name_factor(check, head_class, d_in, context, x, factor))
     else:
         check.fail("in training mode the weights are neither kept (times 1 / (1 - p)) nor 0: apply "
                    "self.dropout once, to the weights after the softmax and before @ v")
+
+
+def _name_factor(check: Check, head_class, d_in: int, context: int, x: torch.Tensor,
+                 factor: float) -> str:
+    """Kept weights scaled by `factor` at p = 0.5: dropout applied more than once, or a fixed rate?
+    Build the head again with p = 0.2 and see how the factor moves."""
+    times = math.log(factor) / math.log(2.0)  # 1 / (1 - 0.5) = 2 per application
+    torch.manual_seed(0)
+    head = check.call(f"Head({d_in}, {context}, {context}, dropout=0.2)",
+                      head_class, d_in, context, context, 0.2)
+    with torch.no_grad():
+        head.value.weight.copy_(torch.eye(context, d_in))
+        head.eval()
+        weights = head(x)
+        head.train()
+        other = _common_factor(head(x), weights)
+    if (other is not None and round(times) >= 2 and abs(times - round(times)) < 1e-3
+            and math.isclose(other, 1.25 ** round(times), rel_tol=1e-3)):
+        return (f"dropout is applied {round(times)} times: the kept weights are scaled by "
+                f"(1 / (1 - p))^{round(times)}. Apply self.dropout once, to the weights after "
+                f"the softmax and before @ v")
+    if other is not None and math.isclose(other, factor, rel_tol=1e-3):
+        return (f"the kept weights are scaled by {factor:.3g} whatever `dropout` is, as if p were "
+                f"fixed at {1 - 1 / factor:.2g}: use the `dropout` argument, "
+                f"self.dropout = nn.Dropout(dropout)")
+    return (f"the kept weights are scaled by {factor:.3g}, not by 1 / (1 - p) = 2: apply "
+            f"self.dropout = nn.Dropout(dropout) once, to the weights after the softmax")
 
 
 def _common_factor(dropped: torch.Tensor, weights: torch.Tensor) -> float | None:
