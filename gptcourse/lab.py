@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ WORKSPACE_ENV = "GPTCOURSE_WORKSPACE"  # another folder for the working copies, 
 # What each workspace notebook looked like when the course last copied it in: a notebook whose
 # bytes still match was not touched by the learner, so a newer course version may replace it.
 MANIFEST = ".course-copies.json"
+COURSE_ROOT = Path(__file__).resolve().parents[1]  # the clone this package lives in
 
 
 @dataclass
@@ -46,53 +48,117 @@ class SyncReport:
         return out
 
 
+class LabError(Exception):
+    """The workspace cannot be prepared; the message says what happened and what to do."""
+
+
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _read_manifest(workspace: Path) -> dict[str, str]:
+    path = workspace / MANIFEST
+    if path.exists() and not path.is_file():
+        raise LabError(f"{path} is a folder, not the course's record of its copies: remove it "
+                       f"(your notebooks are elsewhere and stay as they are), then run again")
     try:
-        data = json.loads((workspace / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}  # missing or damaged: then every existing copy counts as the learner's
-    return data if isinstance(data, dict) else {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    # A temp file renamed into place: an interrupted run never leaves half a notebook.
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write `data` to a temp file in the same folder, then rename it into place.
+
+    An interrupted or failed write (a full disk) never leaves half a notebook, nor the temp file.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _failed(exc: OSError, workspace: Path, report: SyncReport) -> LabError:
+    from .run_folder import describe_os_error
+
+    where = exc.filename or workspace
+    done = (f" ({len(report.copied) + len(report.updated)} notebook(s) were brought in before "
+            f"it)" if report.copied or report.updated else "")
+    return LabError(f"could not bring the course's notebooks into {workspace}: {where}: "
+                    f"{describe_os_error(exc)}{done}. Your own notebooks are unchanged. Free some "
+                    f"space or fix the folder's permissions and run again, or set {WORKSPACE_ENV} "
+                    f"to another folder")
+
+
+def check_workspace(course_root: Path, workspace: Path) -> None:
+    """Refuse a workspace that is a file, or that is the course's own folders (one line each)."""
+    course_root, workspace = Path(course_root), Path(workspace)
+    if workspace.exists() and not workspace.is_dir():
+        raise LabError(f"the workspace {workspace} is a file, not a folder: move the file away, "
+                       f"or set {WORKSPACE_ENV} to another folder")
+    resolved, root = workspace.resolve(), course_root.resolve()
+    committed = [root] + [root / folder for folder in COURSE_FOLDERS]
+    if any(resolved == place or place in resolved.parents for place in committed[1:]) or \
+            resolved == root:
+        raise LabError(f"the workspace {workspace} is the course's own folder, whose notebooks "
+                       f"`make test` checks: set {WORKSPACE_ENV} to a folder of its own (or "
+                       f"unset it to use {root / WORKSPACE})")
 
 
 def sync_workspace(course_root: Path, workspace: Path | None = None) -> SyncReport:
-    """Bring the course's notebooks into the learner's workspace without losing their edits."""
+    """Bring the course's notebooks into the learner's workspace without losing their edits.
+
+    Raises LabError (one line: what happened, what to do) if the workspace cannot be written;
+    a learner's edited notebook is never replaced, whatever fails.
+    """
     course_root = Path(course_root)
     workspace = Path(workspace) if workspace is not None else course_root / WORKSPACE
+    check_workspace(course_root, workspace)
     manifest = _read_manifest(workspace)
     report = SyncReport()
-    for folder in COURSE_FOLDERS:
-        for source in sorted((course_root / folder).glob("*.ipynb")):
-            name = f"{folder}/{source.name}"
-            target = workspace / name
-            course_digest = _digest(source)
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _write_atomically(target, source.read_bytes())
-                report.copied.append(name)
-            elif manifest.get(name) == course_digest:
-                continue  # the course has not changed since we copied it
-            elif _digest(target) in (manifest.get(name), course_digest):
-                _write_atomically(target, source.read_bytes())  # untouched by the learner
-                report.updated.append(name)
-            else:
-                report.kept.append(name)
-                continue  # keep the old digest: the learner's copy is still "theirs"
-            manifest[name] = course_digest
-    workspace.mkdir(parents=True, exist_ok=True)
-    _write_atomically(workspace / MANIFEST,
-                      (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    failure = None
+    try:
+        for folder in COURSE_FOLDERS:
+            for source in sorted((course_root / folder).glob("*.ipynb")):
+                name = f"{folder}/{source.name}"
+                _sync_one(source, workspace / name, name, manifest, report)
+    except OSError as exc:
+        failure = exc
+    if report.copied or report.updated or not (workspace / MANIFEST).exists():
+        # Record what was copied, even after a failure: those copies are the course's, not yours.
+        text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+        try:
+            workspace.mkdir(parents=True, exist_ok=True)
+            _write_atomically(workspace / MANIFEST, text.encode("utf-8"))
+        except OSError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise _failed(failure, workspace, report)
     return report
+
+
+def _sync_one(source: Path, target: Path, name: str, manifest: dict[str, str],
+              report: SyncReport) -> None:
+    course_digest = _digest(source)
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(target, source.read_bytes())
+        report.copied.append(name)
+    elif manifest.get(name) == course_digest:
+        return  # the course has not changed since we copied it
+    elif target.is_file() and _digest(target) in (manifest.get(name), course_digest):
+        _write_atomically(target, source.read_bytes())  # untouched by the learner
+        report.updated.append(name)
+    else:
+        report.kept.append(name)
+        return  # keep the old digest: the learner's copy is still "theirs"
+    manifest[name] = course_digest
 
 
 def is_root() -> bool:
@@ -116,13 +182,20 @@ def lab_command(workspace: Path, extra_args: list[str], as_root: bool | None = N
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    course_root = Path(__file__).resolve().parents[1]
-    if not all((course_root / folder).is_dir() for folder in COURSE_FOLDERS):
-        print(f"gptcourse.lab: {course_root} has no notebooks/, exercises/ and solutions/; "
-              f"run `make lab` from a clone of the course", file=sys.stderr)
+    course_root = COURSE_ROOT
+    missing = [f"{folder}/" for folder in COURSE_FOLDERS if not (course_root / folder).is_dir()]
+    if missing:
+        print(f"gptcourse.lab: {course_root} has no {', '.join(missing)}: this is not a whole "
+              f"clone of the course; run `make lab` from a clone (git clone, then make lab)",
+              file=sys.stderr)
         return 2
     workspace = Path(os.environ.get(WORKSPACE_ENV) or course_root / WORKSPACE).expanduser()
-    for line in sync_workspace(course_root, workspace).lines():
+    try:
+        report = sync_workspace(course_root, workspace)
+    except LabError as exc:
+        print(f"gptcourse.lab: error: {exc}", file=sys.stderr)
+        return 1
+    for line in report.lines():
         print(f"gptcourse.lab: {line}")
     print(f"gptcourse.lab: you work in {workspace}, your own copy of the course; "
           f"the committed notebooks stay as they are for `make test`")

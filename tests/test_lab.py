@@ -1,5 +1,6 @@
 """`make lab`: the learner's working copy, the JupyterLab command line, and a real server start."""
 
+import errno
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gptcourse import lab
 from gptcourse.lab import MANIFEST, lab_command, sync_workspace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +69,113 @@ def test_a_damaged_manifest_never_costs_the_learner_their_work(tmp_path):
     (course / "notebooks/01.ipynb").write_text("v2")
     assert sync_workspace(course, work).kept == ["notebooks/01.ipynb"]
     assert (work / "notebooks/01.ipynb").read_text() == "my answers"
+
+
+def run_lab(monkeypatch, capsys, course: Path, workspace) -> tuple[int, str]:
+    """`python -m gptcourse.lab` on a fake course, stopped before JupyterLab starts."""
+    monkeypatch.setattr(lab, "COURSE_ROOT", course)
+    monkeypatch.setenv("GPTCOURSE_LAB_DRY_RUN", "1")
+    if workspace is None:
+        monkeypatch.delenv(lab.WORKSPACE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(lab.WORKSPACE_ENV, str(workspace))
+    code = lab.main([])
+    return code, capsys.readouterr().err
+
+
+def one_line(err: str) -> str:
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+def test_workspace_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    course = make_course(tmp_path / "course", {"notebooks/01.ipynb": "v1"})
+    (tmp_path / "ws").write_text("my shopping list")
+    code, err = run_lab(monkeypatch, capsys, course, tmp_path / "ws")
+    assert code == 1 and "ws is a file, not a folder: move the file away" in one_line(err)
+    assert (tmp_path / "ws").read_text() == "my shopping list"
+
+
+@pytest.mark.parametrize("where", ["", "notebooks", "solutions/sub"])
+def test_workspace_that_is_the_course_itself_is_refused(tmp_path, monkeypatch, capsys, where):
+    course = make_course(tmp_path / "course", {"notebooks/01.ipynb": "v1"})
+    code, err = run_lab(monkeypatch, capsys, course, course / where)
+    assert code == 1 and "is the course's own folder" in one_line(err)
+    assert sorted(p.name for p in course.rglob("*")) == ["01.ipynb", "exercises", "notebooks",
+                                                         "solutions"]
+
+
+def test_manifest_that_is_a_folder_is_one_line(tmp_path, monkeypatch, capsys):
+    course = make_course(tmp_path / "course", {"notebooks/01.ipynb": "v1"})
+    (tmp_path / "ws" / MANIFEST).mkdir(parents=True)
+    code, err = run_lab(monkeypatch, capsys, course, tmp_path / "ws")
+    assert code == 1 and f"{MANIFEST} is a folder" in one_line(err) and "remove it" in err
+
+
+@pytest.mark.parametrize("content", ["[" * 100_000, '{"notebooks/01.ipynb": 5}', "[1, 2]"])
+def test_a_strange_manifest_counts_as_damaged(tmp_path, content):
+    course = make_course(tmp_path / "course", {"notebooks/01.ipynb": "v1"})
+    work = tmp_path / "work"
+    sync_workspace(course, work)
+    (work / "notebooks/01.ipynb").write_text("my answers")
+    (work / MANIFEST).write_text(content)  # deeply nested JSON used to raise RecursionError
+    (course / "notebooks/01.ipynb").write_text("v2")
+    assert sync_workspace(course, work).kept == ["notebooks/01.ipynb"]
+    assert (work / "notebooks/01.ipynb").read_text() == "my answers"
+
+
+def test_a_disk_that_fills_while_copying_leaves_no_temp_file(tmp_path, monkeypatch, capsys):
+    course = make_course(tmp_path / "course", {"notebooks/01.ipynb": "v1", "notebooks/02.ipynb": "v1",
+                                               "notebooks/03.ipynb": "new"})
+    work = tmp_path / "ws"
+    sync_workspace(course, work)
+    (work / "notebooks/03.ipynb").unlink()
+    (work / "notebooks/01.ipynb").write_text("my answers")
+    (course / "notebooks/01.ipynb").write_text("v2")
+    (course / "notebooks/02.ipynb").write_text("v2")
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])  # half of it fits, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lab.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    code, err = run_lab(monkeypatch, capsys, course, work)
+    assert code == 1 and "the disk is full" in one_line(err) and "Your own notebooks are unchanged" in err
+    assert sorted(p.name for p in work.rglob("*")) == [MANIFEST, "01.ipynb", "02.ipynb", "notebooks"]
+    assert (work / "notebooks/01.ipynb").read_text() == "my answers"  # never lost
+    assert (work / "notebooks/02.ipynb").read_text() == "v1"  # the old copy, whole
+    monkeypatch.setattr(lab.os, "fdopen", real_fdopen)  # space again: the update goes through
+    assert sync_workspace(course, work).updated == ["notebooks/02.ipynb"]
+    assert (work / "notebooks/01.ipynb").read_text() == "my answers"
+
+
+def test_a_read_only_workspace_is_one_line(tmp_path, monkeypatch, capsys):
+    course = make_course(tmp_path / "course", {"notebooks/01.ipynb": "v1"})
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "ws"))
+
+    monkeypatch.setattr(lab.tempfile, "mkstemp", read_only)  # as root, chmod would not stop us
+    code, err = run_lab(monkeypatch, capsys, course, tmp_path / "ws")
+    assert code == 1 and "the file system is read-only" in one_line(err)
+
+
+def test_a_course_root_without_notebooks_is_named(tmp_path, monkeypatch, capsys):
+    course = make_course(tmp_path / "course", {"exercises/ch01.ipynb": "b"})
+    (course / "notebooks").rmdir()
+    code, err = run_lab(monkeypatch, capsys, course, tmp_path / "ws")
+    assert code == 2 and "has no notebooks/: this is not a whole clone" in one_line(err)
 
 
 def test_lab_command_adds_allow_root_only_for_root(tmp_path):
