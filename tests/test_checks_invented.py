@@ -173,3 +173,69 @@ def test_reading_a_global_instead_of_the_argument_is_named():
 
     assert named(check_get_batch(reads_global), "raised IndexError",
                  "not from a tensor defined elsewhere in the notebook")
+
+
+# --- counts: one term left out, a per-block term counted once, a unit --------------------------------
+def _count(cfg, *, drop_out_proj_bias=False, qkv_once=False):
+    from gptcourse.checks.model import _reference_count
+
+    d, L = cfg.emb_dim, cfg.n_layers
+    n = _reference_count(cfg)
+    if drop_out_proj_bias:
+        n -= L * d
+    if qkv_once:
+        n -= (L - 1) * 3 * d * d
+    return n
+
+
+def test_param_count_terms_left_out_are_named():
+    from gptcourse.checks.model import check_param_count
+
+    assert named(check_param_count(lambda cfg: _count(cfg, drop_out_proj_bias=True)),
+                 "the out_proj bias (emb_dim per block) is left out")
+    assert named(check_param_count(lambda cfg: _count(cfg, qkv_once=True)),
+                 "in every block but one: it repeats n_layers times")
+    assert named(check_param_count(lambda cfg: _count(cfg) / 1e6), "in millions")
+
+
+def test_flops_with_a_matmul_left_out_are_named():
+    from gptcourse.checks.model import check_forward_flops
+    from gptcourse.flops import forward_flops_per_token
+
+    def no_out_proj(cfg, seq_len):
+        return forward_flops_per_token(cfg, seq_len) - 2 * cfg.n_layers * cfg.emb_dim ** 2
+
+    assert named(check_forward_flops(no_out_proj), "the out_proj matmul of every block is left out")
+
+
+def test_number_signatures():
+    from gptcourse.checks import number_signature
+
+    assert "sign is flipped" in number_signature(-3.5, 3.5)
+    assert "in thousands" in number_signature(12.5, 12_500)
+    assert "base 2" in number_signature(math.log2(7), math.log(7))
+    assert "sqrt(d)" in number_signature(8.0, 2.0, sizes={"d": 16})
+    assert "one too many" in number_signature(31, 30)
+    assert "the bias is left out" in number_signature(90, 100, terms={"the bias": 10})
+    assert number_signature(37.0, 100.0) is None
+
+
+def test_bigram_loss_in_another_base_or_scale_is_named():
+    import torch.nn.functional as F
+
+    class Bits(BigramLanguageModel):
+        def forward(self, idx, targets=None):
+            logits, loss = super().forward(idx, targets)
+            return logits, None if loss is None else loss / math.log(2)
+
+    class PerBatch(BigramLanguageModel):
+        def forward(self, idx, targets=None):
+            logits = self.token_embedding_table(idx)
+            if targets is None:
+                return logits, None
+            B, T, C = logits.shape
+            per_row = F.cross_entropy(logits.view(B * T, C), targets.view(B * T), reduction="sum") / B
+            return logits, per_row  # summed over each row's T positions
+
+    assert named(check_bigram_model(Bits), "base 2")
+    assert named(check_bigram_model(PerBatch), "times T = 5")

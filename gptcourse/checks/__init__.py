@@ -482,7 +482,11 @@ def signature(actual: Any, expected: Any, sizes: Mapping[str, int] | None = None
     if isinstance(actual, torch.Tensor) and isinstance(expected, torch.Tensor):
         if actual.shape != expected.shape:
             return shape_signature(tuple(actual.shape), tuple(expected.shape), sizes)
+        if actual.numel() == 1:
+            return number_signature(actual.item(), expected.item(), sizes=sizes)
         return value_signature(actual, expected, sizes, atol)
+    if isinstance(actual, (int, float)) and isinstance(expected, (int, float)):
+        return number_signature(actual, expected, sizes=sizes)
     return None
 
 
@@ -494,3 +498,40 @@ def wrong_shape(what: str, value: Any, expected: tuple, sizes: Mapping[str, int]
         value, torch.Tensor) else None
     message = found if found else f"got {got}, expected {tuple(expected)}"
     return f"{what} has the wrong shape: {message}{hint}"
+
+
+def number_signature(value: float, expected: float, terms: Mapping[str, float] | None = None,
+                     sizes: Mapping[str, int] | None = None) -> str | None:
+    """What a wrong number says about the mistake: one term of a sum left out or counted twice,
+    the sign, a unit (thousands, millions, a percentage), a log in another base, a factor that
+    equals a size or its square root, or off by one."""
+    value, expected = float(value), float(expected)
+    if expected == 0 or value == expected:
+        return None
+    if math.isclose(value, -expected, rel_tol=1e-6):
+        return "the sign is flipped: a minus sign is missing or extra"
+    diff = value - expected
+    for name, term in (terms or {}).items():
+        if term and math.isclose(diff, -term, rel_tol=1e-6):
+            return f"{name} is left out (the count is short by exactly {_short(term)})"
+        if term and math.isclose(diff, term, rel_tol=1e-6):
+            return f"{name} is counted twice (the count is over by exactly {_short(term)})"
+    ratio = value / expected
+    for r, what in [(1e-3, "in thousands"), (1e-6, "in millions"), (1e-9, "in billions"),
+                    (100.0, "a percentage, not a fraction"), (0.01, "a fraction divided by 100"),
+                    (1 / math.log(2), "a log in base 2 (bits), not the natural log"),
+                    (1 / math.log(10), "a log in base 10, not the natural log"),
+                    (2.0, "twice the right value: a factor 2 is extra"),
+                    (0.5, "half the right value: a factor 2 is missing")]:
+        if math.isclose(ratio, r, rel_tol=1e-4):
+            return f"the value is {what}"
+    named = _ratio_name(ratio, sizes or {})
+    if named:
+        return f"the value is the right one times {named}: a size multiplies or divides where it should not"
+    if expected.is_integer() and value.is_integer() and abs(diff) == 1:
+        return f"the count is one {'too many' if diff > 0 else 'short'}: an off-by-one"
+    return None
+
+
+def _short(x: float) -> str:
+    return f"{int(x):,}" if float(x).is_integer() else f"{x:.4g}"

@@ -105,7 +105,8 @@ def check_counting_nll(counting_nll_fn) -> Check:
             check.stop(f"{label}: got {value:.4f}, expected {ref:.4f}: "
                        + diagnose(value, mistakes, default="count pairs of (previous, next) ids "
                                   "in train_ids, add smoothing, normalise each row, then average "
-                                  "-log P(next | previous) over the pairs of eval_ids", atol=1e-4))
+                                  "-log P(next | previous) over the pairs of eval_ids", atol=1e-4,
+                                  expected=ref, sizes={"vocab_size": vocab_size}))
     return check
 
 
@@ -174,7 +175,8 @@ def check_bigram_model(model_class) -> Check:
             }
             check.stop(f"the loss is {loss.item():.4f}, expected {ref_loss.item():.4f}: "
                        + diagnose(loss.detach(), mistakes, default="compute "
-                                  "F.cross_entropy(logits.view(B*T, C), targets.view(B*T))"))
+                                  "F.cross_entropy(logits.view(B*T, C), targets.view(B*T))",
+                                  expected=ref_loss.detach(), sizes={"B": B, "T": T, "B * T": B * T}))
         check.expect(loss.requires_grad, "the loss carries gradients (loss.backward() will work)",
                      "the loss does not require grad: compute it from the model's logits with "
                      "F.cross_entropy, without torch.no_grad() or .detach()")

@@ -11,7 +11,7 @@ import torch
 from ..config import GPTConfig, get_config
 from ..flops import forward_flops_per_token, matmul_params, training_flops_per_token
 from ..model import GPTModel, count_parameters
-from . import Check
+from . import Check, number_signature
 
 DICT_CONFIG = ("a GPTConfig is a dataclass, not a dict: read its fields as attributes, "
                "cfg.emb_dim instead of cfg['emb_dim']")
@@ -29,12 +29,45 @@ def _number(check: Check, value, what: str) -> float:
     return float(value)
 
 
-def _first_match(value: float, mistakes: dict[str, float], default: str) -> str:
-    """The first diagnosis whose wrong value equals `value`, else `default`."""
+def _first_match(value: float, mistakes: dict[str, float], default: str, ref: float | None = None,
+                 terms: dict[str, float] | None = None) -> str:
+    """The first diagnosis whose wrong value equals `value`; else what the number's signature
+    says (a term left out, a unit, a factor), followed by `default`."""
     for message, wrong in mistakes.items():
         if math.isclose(value, wrong, rel_tol=1e-6):
             return message
-    return default
+    found = number_signature(value, ref, terms) if ref is not None else None
+    return f"{found}; {default}" if found else default
+
+
+def _count_terms(cfg: GPTConfig) -> dict[str, float]:
+    """Every term of the parameter count, and each per-block term counted for one block only."""
+    V, T, d, L = cfg.vocab_size, cfg.context_length, cfg.emb_dim, cfg.n_layers
+    per_block = {
+        "the query, key and value weights (3 x emb_dim x emb_dim per block)": 3 * d * d,
+        "the out_proj weight (emb_dim x emb_dim per block)": d * d,
+        "the out_proj bias (emb_dim per block)": d,
+        "the first feed-forward weight (emb_dim x 4 emb_dim per block)": 4 * d * d,
+        "the first feed-forward bias (4 x emb_dim per block)": 4 * d,
+        "the second feed-forward weight (4 emb_dim x emb_dim per block)": 4 * d * d,
+        "the second feed-forward bias (emb_dim per block)": d,
+        "the feed-forward biases (5 x emb_dim per block)": 5 * d,
+        "the LayerNorm shifts (2 x emb_dim per block, plus the final one)": None,
+    }
+    if cfg.qkv_bias:
+        per_block["the query, key and value biases (3 x emb_dim per block)"] = 3 * d
+    terms = {"the token embedding (vocab_size x emb_dim)": V * d,
+             "the position embedding (context_length x emb_dim)": T * d,
+             "the final LayerNorm's shift (emb_dim)": d}
+    for name, term in per_block.items():
+        if term is None:
+            terms[name] = d * (2 * L + 1)
+            continue
+        terms[name] = L * term
+        terms[name.replace(" per block)", ")") + " in every block but one: it repeats n_layers times"] = (L - 1) * term
+    if not cfg.tie_weights:
+        terms["the output head (vocab_size x emb_dim)"] = V * d
+    return terms
 
 
 # --- parameter count ---------------------------------------------------------------------------
@@ -99,7 +132,8 @@ def check_param_count(count_fn) -> Check:
             check.stop(f"{label}: got {value:,.0f}, the model has {ref:,}: "
                        + _first_match(value, _count_mistakes(cfg, ref), default=(
                            "add up tok_emb, pos_emb, per block (q, k, v, out_proj, two "
-                           "feed-forward layers, two LayerNorms), the final LayerNorm and the head")))
+                           "feed-forward layers, two LayerNorms), the final LayerNorm and the head"),
+                           ref=ref, terms=_count_terms(cfg)))
     return check
 
 
@@ -158,6 +192,13 @@ FLOP_CASES = [(get_config("gpt2-small"), 1024, "GPT-2 small, seq_len=1024"),
               (get_config("gpt2-xl"), 256, "GPT-2 XL, seq_len=256")]
 
 
+def _block_matmuls(cfg: GPTConfig) -> dict[str, int]:
+    """The weights of each matmul in one block (2 FLOPs each per token in the forward pass)."""
+    d = cfg.emb_dim
+    return {"query, key and value matmuls": 3 * d * d, "out_proj matmul": d * d,
+            "first feed-forward matmul": 4 * d * d, "second feed-forward matmul": 4 * d * d}
+
+
 def _attention(cfg: GPTConfig, T: int) -> int:
     return 4 * cfg.n_layers * T * cfg.emb_dim
 
@@ -197,7 +238,9 @@ def check_forward_flops(flops_fn) -> Check:
                 continue
             check.stop(f"{label}: got {value:,.0f}, expected {ref:,}: " + _first_match(
                 value, _forward_mistakes(cfg, T, ref),
-                default="2 FLOPs per matmul weight (2·N) plus 4·n_layers·seq_len·emb_dim"))
+                default="2 FLOPs per matmul weight (2·N) plus 4·n_layers·seq_len·emb_dim",
+                ref=ref, terms={f"the {label} of every block": 2 * cfg.n_layers * n
+                                for label, n in _block_matmuls(cfg).items()}))
     return check
 
 
@@ -223,7 +266,10 @@ def check_training_flops(flops_fn) -> Check:
                     ref - 2 * _attention(cfg, T),
             }
             check.stop(f"{label}: got {value:,.0f}, expected {ref:,}: "
-                       + _first_match(value, mistakes, default="3 x the forward FLOPs per token"))
+                       + _first_match(value, mistakes, default="3 x the forward FLOPs per token",
+                                      ref=ref, terms={f"the {label} of every block (x 3 for training)":
+                                                      6 * cfg.n_layers * n for label, n in
+                                                      _block_matmuls(cfg).items()}))
     return check
 
 
@@ -252,5 +298,5 @@ def check_mfu(mfu_fn) -> Check:
                 "the ratio is upside down: MFU = achieved FLOP/s / peak FLOP/s": 1 / ref,
             }
             check.stop(f"{label}: got {value:.6g}, expected {ref:.6g}: " + _first_match(
-                value, mistakes, default="tokens/s x training FLOPs per token / peak FLOP/s"))
+                value, mistakes, default="tokens/s x training FLOPs per token / peak FLOP/s", ref=ref))
     return check
