@@ -11,6 +11,7 @@ here is a no-op: world size 1, rank 0, no process group.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -19,6 +20,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+from .validate import InputError
 
 # How long a process waits for its peers in one collective before the job fails. A peer that
 # dies is normally noticed at once (its connections close, and torchrun stops the job); this
@@ -54,16 +57,28 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+MAX_TIMEOUT_S = 30 * 24 * 3600  # 30 days: more is surely a typo, and overflows some clocks
+
+
 def timeout() -> timedelta:
     """The bound on waiting for a peer: GPTCOURSE_DIST_TIMEOUT seconds (default 300)."""
     text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
     try:
         seconds = float(text)
     except ValueError:
-        seconds = -1.0
-    if not seconds > 0:
-        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds > 0, got {text!r}")
+        seconds = math.nan
+    if not 0 < seconds <= MAX_TIMEOUT_S:  # also refuses nan and inf
+        raise InputError(f"{TIMEOUT_ENV} must be a number of seconds > 0 (at most "
+                         f"{MAX_TIMEOUT_S}, 30 days), got {text!r}: set it to e.g. 300, or unset "
+                         f"it for the default {DEFAULT_TIMEOUT_S}")
     return timedelta(seconds=seconds)
+
+
+def _timeout_text() -> str:
+    try:
+        return f"{timeout().total_seconds():g} s"
+    except InputError:
+        return "the time"
 
 
 def setup(device: torch.device) -> torch.device:
@@ -76,18 +91,23 @@ def setup(device: torch.device) -> torch.device:
     device = torch.device(device)
     if not launched_by_torchrun() or is_distributed():
         return device
+    wait = timeout()  # checked before joining: a bad value is one line on every rank
     if device.type == "mps":
-        raise ValueError("torchrun with --device mps is not supported (no MPS backend for "
+        raise InputError("torchrun with --device mps is not supported (no MPS backend for "
                          "DistributedDataParallel); use --device cpu")
     if device.type == "cuda":
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        text = os.environ.get("LOCAL_RANK", "0")
+        if not text.isdigit():
+            raise InputError(f"LOCAL_RANK must be a process number such as 0, got {text!r}: "
+                             f"start the job with torchrun, which sets it")
+        local_rank = int(text)
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK {local_rank} has no GPU: this machine has "
+            raise InputError(f"LOCAL_RANK {local_rank} has no GPU: this machine has "
                              f"{torch.cuda.device_count()}; start at most that many processes "
                              f"(--nproc_per_node)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timeout())
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=wait)
     if rank() != 0:
         _quiet_stdout = open(os.devnull, "w")  # noqa: SIM115 (closed in teardown)
         sys.stdout = _quiet_stdout
@@ -134,7 +154,7 @@ def peer_failure_message(error: BaseException) -> str | None:
     reason = re.sub(r"^\[[^\]]*\]\s*", "", text.strip()).split(". ")[0][:120] or type(error).__name__
     return (f"rank {rank()} lost contact with another process of this job ({reason}): a process "
             f"stopped (torchrun's report names it) or did not answer within "
-            f"{timeout().total_seconds():g} s ({TIMEOUT_ENV}). Continue from the last checkpoint: "
+            f"{_timeout_text()} ({TIMEOUT_ENV}). Continue from the last checkpoint: "
             f"the same command with --resume.")
 
 

@@ -205,11 +205,12 @@ def test_a_lost_peer_gets_a_one_line_message(monkeypatch):
     assert distributed.peer_failure_message(RuntimeError("mat1 and mat2 shapes differ")) is None
 
 
-@pytest.mark.parametrize("value", ["0", "-5", "soon"])
+@pytest.mark.parametrize("value", ["0", "-5", "soon", "inf", "-inf", "nan", "1e400", "1e300", ""])
 def test_timeout_must_be_positive_seconds(monkeypatch, value):
     monkeypatch.setenv(distributed.TIMEOUT_ENV, value)
     with pytest.raises(ValueError, match="GPTCOURSE_DIST_TIMEOUT must be a number of seconds > 0"):
         distributed.timeout()
+    assert distributed._timeout_text() == "the time"  # the peer-failure message still works
 
 
 def test_a_locked_run_folder_refuses_a_torchrun_job(reference, tmp_path):
@@ -223,3 +224,16 @@ def test_a_locked_run_folder_refuses_a_torchrun_job(reference, tmp_path):
     assert result.returncode != 0
     assert f"process {os.getpid()} holds" in result.stdout + result.stderr
     assert not (out / "ckpt.pt").exists()
+
+
+def test_a_bad_timeout_is_one_line_from_every_rank(reference, tmp_path):
+    """GPTCOURSE_DIST_TIMEOUT=inf used to overflow inside timedelta: a traceback from each rank."""
+    corpus, _ = reference
+    result = subprocess.run(command(2, "train", "--corpus", corpus, "--out", tmp_path / "run", *TINY),
+                            env={**ENV, "GPTCOURSE_DIST_TIMEOUT": "inf"}, capture_output=True,
+                            text=True, timeout=RUN_TIMEOUT_S)
+    assert result.returncode != 0
+    said = "gptcourse train: error: GPTCOURSE_DIST_TIMEOUT must be a number of seconds > 0"
+    assert result.stderr.count(said) == 2, result.stderr  # one line from each of the 2 ranks
+    # torchrun's launcher reports the failed job with a traceback of its own; no rank has one.
+    assert str(ROOT / "gptcourse") not in result.stderr and "OverflowError" not in result.stderr
