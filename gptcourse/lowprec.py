@@ -21,7 +21,19 @@ import torch.nn as nn
 
 from .kvcache import generate_cached
 from .model import GPTModel
-from .validate import require_instance, require_int
+from .validate import ArgumentTypeError, InputError, require_instance, require_int
+
+
+def _require_ids(name: str, ids, model: GPTModel) -> None:
+    """A tensor of token ids that `model` can read."""
+    if not isinstance(ids, torch.Tensor):
+        raise ArgumentTypeError(f"{name} must be a tensor of token ids of shape (1, tokens), got "
+                                f"{type(ids).__name__}; e.g. text_to_token_ids(text, tokenizer)")
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise ArgumentTypeError(f"{name} must hold integer token ids, got dtype {ids.dtype}")
+    if ids.numel() and (ids.min() < 0 or ids.max() >= model.cfg.vocab_size):
+        raise InputError(f"{name} holds ids outside 0..{model.cfg.vocab_size - 1}, the model's "
+                         f"vocabulary")
 
 LOW_PRECISION = ("bf16", "int8")
 
@@ -29,8 +41,10 @@ LOW_PRECISION = ("bf16", "int8")
 def low_precision_copy(model: GPTModel, kind: str) -> GPTModel:
     """A copy of `model` for decoding with `kind` weights ("bf16" or "int8"); the model is unchanged."""
     require_instance("model", model, GPTModel)
+    if not isinstance(kind, str):
+        raise ArgumentTypeError(f"kind must be one of {LOW_PRECISION} (a str), got {kind!r}")
     if kind not in LOW_PRECISION:
-        raise ValueError(f"kind must be one of {LOW_PRECISION}, got {kind!r}")
+        raise InputError(f"kind must be one of {LOW_PRECISION}, got {kind!r}")
     if kind == "bf16":
         return copy.deepcopy(model).to(torch.bfloat16).eval()
     if not torch.backends.quantized.supported_engines or "fbgemm" not in torch.backends.quantized.supported_engines:
@@ -64,15 +78,27 @@ def greedy_agreement(reference: GPTModel, other: GPTModel, prompt: torch.Tensor,
                      reference_tokens: torch.Tensor | None = None) -> Agreement:
     """Compare the greedy tokens of `other` with those of `reference` after `prompt` (1, T)."""
     require_instance("reference", reference, GPTModel)
+    require_instance("other", other, GPTModel, hint=" (e.g. low_precision_copy(reference, 'bf16'))")
     n = require_int("max_new_tokens", max_new_tokens, low=1)
-    if prompt.dim() != 2 or prompt.size(0) != 1:
-        raise ValueError(f"prompt must have shape (1, tokens), got {tuple(prompt.shape)}")
-    if prompt.size(1) + n > reference.cfg.context_length:
-        raise ValueError(f"prompt plus max_new_tokens must fit the context length "
-                         f"{reference.cfg.context_length}, got {prompt.size(1)} + {n}")
+    _require_ids("prompt", prompt, reference)
+    if prompt.dim() != 2 or prompt.size(0) != 1 or prompt.size(1) == 0:
+        raise InputError(f"prompt must have shape (1, tokens) with at least one token, got "
+                         f"{tuple(prompt.shape)}")
+    T = prompt.size(1)
+    if T + n > reference.cfg.context_length:
+        raise InputError(f"prompt plus max_new_tokens must fit the context length "
+                         f"{reference.cfg.context_length}, got {T} + {n}")
     if reference_tokens is None:
         reference_tokens = generate_cached(reference, prompt, n, fused=True)
-    T = prompt.size(1)
+    else:
+        _require_ids("reference_tokens", reference_tokens, reference)
+        # The prompt and then exactly the n tokens to compare: only the prompt would leave
+        # nothing to compare (an average over no tokens is NaN, not an agreement).
+        if tuple(reference_tokens.shape) != (1, T + n) or \
+                not torch.equal(reference_tokens[:, :T], prompt):
+            raise InputError(f"reference_tokens must be the prompt followed by the reference's "
+                             f"{n} new tokens, shape (1, {T + n}), as generate_cached(reference, "
+                             f"prompt, {n}) returns; got shape {tuple(reference_tokens.shape)}")
     new = reference_tokens[:, T:]                                     # (1, n)
     # Position t's logits predict token t + 1: the predictions for the n new tokens sit at T-1 ..
     forced = other(reference_tokens[:, :-1])[:, T - 1:].argmax(dim=-1)  # (1, n)

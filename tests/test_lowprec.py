@@ -61,3 +61,39 @@ def test_errors(model):
         greedy_agreement(model, model, torch.zeros(1, 10, dtype=torch.long), CFG.context_length)
     with pytest.raises(ValueError, match="shape"):
         greedy_agreement(model, model, torch.zeros(2, 4, dtype=torch.long), 5)
+
+
+def test_wrong_argument_types_get_a_clear_error(model):
+    prompt = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"kind must be one of \('bf16', 'int8'\) \(a str\)"):
+        low_precision_copy(model, ["bf16"])
+    with pytest.raises(TypeError, match="kind must be one of"):
+        low_precision_copy(model, None)
+    with pytest.raises(TypeError, match="other must be a GPTModel"):
+        greedy_agreement(model, "bf16", prompt, 5)
+    with pytest.raises(TypeError, match="prompt must be a tensor of token ids"):
+        greedy_agreement(model, model, [[1, 2, 3]], 5)
+    with pytest.raises(TypeError, match="prompt must hold integer token ids"):
+        greedy_agreement(model, model, prompt.float(), 5)
+    with pytest.raises(ValueError, match="prompt holds ids outside 0..299"):
+        greedy_agreement(model, model, prompt + 300, 5)
+    with pytest.raises(ValueError, match="at least one token"):
+        greedy_agreement(model, model, torch.zeros(1, 0, dtype=torch.long), 5)
+    with pytest.raises(TypeError, match="max_new_tokens must be a positive int"):
+        greedy_agreement(model, model, prompt, 5.0)
+
+
+def test_a_reference_that_is_only_the_prompt_is_refused(model):
+    """It used to give an agreement of NaN: the average over no tokens at all."""
+    prompt = torch.randint(0, CFG.vocab_size, (1, 6), generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match=r"reference_tokens must be the prompt followed by the "
+                                         r"reference's 5 new tokens, shape \(1, 11\)"):
+        greedy_agreement(model, model, prompt, 5, reference_tokens=prompt)
+    full = generate_cached(model, prompt, 5, fused=True)
+    with pytest.raises(ValueError, match="reference_tokens must be the prompt followed"):
+        greedy_agreement(model, model, prompt, 5, reference_tokens=torch.cat([prompt + 0, full[:, 6:]],
+                                                                             dim=1).roll(1, dims=1))
+    with pytest.raises(TypeError, match="reference_tokens must be a tensor"):
+        greedy_agreement(model, model, prompt, 5, reference_tokens=full.tolist())
+    assert greedy_agreement(model, model, prompt, 5, reference_tokens=full) == \
+        greedy_agreement(model, model, prompt, 5)
