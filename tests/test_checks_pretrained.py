@@ -103,8 +103,8 @@ def test_wrong_shape_and_wrong_values():
         return out
 
     result = check_block_mapping(bad)
-    assert has(result, "att.out_proj.bias has shape (3,), expected (16,)")
-    assert has(result, "ff.layers.2.bias has the right shape but not the right values")
+    assert has(result, "att.out_proj.bias has the wrong shape: the shape is wrong (got (3,), expected (16,))")
+    assert has(result, "ff.layers.2.bias has the right shape but not the right values: every value is off by the same +1")
     assert has(result, "norm1.shift is a list, not a tensor")
 
 

@@ -13,8 +13,11 @@ from ..kvcache import KVCache, block_with_cache
 from ..model import GPTModel
 from . import Check, close, diagnose, shape_of, wrong_shape
 
-CFG = GPTConfig(vocab_size=61, context_length=12, emb_dim=16, n_heads=2, n_layers=2,
+# Every size differs (batch 2, 3 layers, 4 heads of 6, width 24, context 12, vocabulary 61), so a
+# wrong size in an output names itself.
+CFG = GPTConfig(vocab_size=61, context_length=12, emb_dim=24, n_heads=4, n_layers=3,
                 drop_rate=0.0, qkv_bias=True)
+KV_SIZES = {"head_dim": 6, "n_heads": 4, "emb_dim": 24, "n_layers": 3, "vocab_size": 61}
 WRONG_DIM = ("torch.cat on the wrong dimension: keys and values are (B, n_heads, T, head_dim) and "
              "the cache grows along time, dim=2 (torch.cat([past_k, k], dim=2))")
 CACHE_ERRORS = {"Sizes of tensors must match except in dimension": WRONG_DIM}  # a failing torch.cat
@@ -89,7 +92,8 @@ def check_attention_with_cache(attention_fn) -> Check:
                     mistakes = {m: _attention_variant(att, x[:, start:stop], past_k, past_v, **kw)[0]
                                 for m, kw in ATTENTION_MISTAKES.items()}
                     check.stop(f"{what}: " + diagnose(out, mistakes, default=(
-                        "the output differs from full attention over the same tokens")))
+                        "the output differs from full attention over the same tokens"),
+                        expected=full[:, start:stop], sizes=KV_SIZES))
                 past_k, past_v = k, v
     return check
 
@@ -158,7 +162,8 @@ def check_forward_with_cache(forward_fn) -> Check:
                     check.ok(f"{_span(start, stop)}: the logits equal the uncached model's")
                     continue
                 check.stop(f"{what}: " + diagnose(logits, _forward_mistakes(model, idx, start, stop),
-                                                  default="the logits differ from model(idx)"))
+                                                  default="the logits differ from model(idx)",
+                                                  expected=full[:, start:stop], sizes=KV_SIZES))
             _check_generation(check, forward_fn, model, name)
     return check
 

@@ -9,7 +9,7 @@ import torch
 from ..config import GPTConfig
 from ..layers import TransformerBlock
 from ..pretrained import expected_gpt2_shapes, gpt2_block_to_ours
-from . import Check, close, shape_of
+from . import Check, close, value_signature, wrong_shape
 
 CFG = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1,
                 drop_rate=0.0, qkv_bias=True)
@@ -56,8 +56,9 @@ def _diagnose(name: str, value: torch.Tensor, ref: dict[str, torch.Tensor]) -> s
         if close(value, wrong, atol=0, rtol=0):
             return message
     if value.shape != ref[name].shape:
-        return f"{name} has shape {shape_of(value)}, expected {tuple(ref[name].shape)}"
-    return f"{name} has the right shape but not the right values"
+        return wrong_shape(name, value, tuple(ref[name].shape))
+    found = value_signature(value, ref[name])
+    return f"{name} has the right shape but not the right values" + (f": {found}" if found else "")
 
 
 def check_block_mapping(map_block) -> Check:
