@@ -8,11 +8,13 @@ import hashlib
 import shlex
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 
 from . import distributed
+from .chat_cli import add_chat_parser
 from .checkpoint import (
     CheckpointError,
     check_checkpoint_fits,
@@ -22,6 +24,7 @@ from .checkpoint import (
     model_from_checkpoint,
     restore_state,
     save_checkpoint,
+    tokenizer_from_vocab,
 )
 from .config import PRESETS, get_config
 from .data import (
@@ -46,8 +49,8 @@ from .tokenizers import (
     gpt2_tokenizer,
     tiktoken_cache_dir,
 )
-from .train import TrainSettings, train
-from .validate import require_int
+from .train import TrainSettings, _micro_batch_size, train
+from .validate import CourseWarning, InputError, require_int
 
 DEFAULT_OUT = "runs/tinyshakespeare-char"
 
@@ -185,11 +188,38 @@ def build_parser() -> argparse.ArgumentParser:
                                          "their caches and verify them. Set GPTCOURSE_DATA_DIR and "
                                          "TIKTOKEN_CACHE_DIR to choose the folders.")
     da.set_defaults(func=cmd_data)
+    add_chat_parser(commands)  # gptcourse/chat_cli.py
     return parser
 
 
 class UserError(Exception):
     """A problem the user can fix; printed as one line."""
+
+
+# The package's own error classes: what they say is meant for the user, so the command line
+# prints it as one line. Any other exception (a plain ValueError included) would be a bug in
+# the course's code, and keeps its traceback so that it can be reported and fixed.
+USER_ERRORS = (UserError, InputError, CheckpointError, CompileError, DownloadError, RunFolderError,
+               TokenizerUnavailableError)
+
+
+@contextlib.contextmanager
+def _flags_checked(what: str = ""):
+    """Turn the ValueError of a check on the command-line flags into a one-line UserError."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{what}{exc}") from exc
+
+
+def _one_line_warnings(command: str, default):
+    """Show the package's own warnings as one line each; others as Python shows them."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, CourseWarning):
+            print(f"gptcourse {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+    return show
 
 
 # Flags that choose the data and the model; a resumed run keeps the saved ones.
@@ -236,7 +266,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     ckpt_path = out / "ckpt.pt"
     _check_flags(args)
     # Under torchrun: join the other processes; only rank 0 prints (see gptcourse.distributed).
-    device = distributed.setup(pick_device(args.device))
+    with _flags_checked():
+        device = pick_device(args.device)
+    device = distributed.setup(device)
     if args.tokenizer == "gpt2":
         tiktoken_cache_dir()
     if args.resume:
@@ -244,27 +276,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_info = _resumable(ckpt, ckpt_path)
         changed = {**_given(args, RUN_FLAGS), **_given(args, MODEL_FLAGS), **_given(args, TRAIN_FLAGS)}
         if changed:
-            raise ValueError(f"--resume continues the saved run with its own data and settings; drop "
+            raise UserError(f"--resume continues the saved run with its own data and settings; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in changed)} "
                              f"(only --max-iters, --device, --grad-accum, --checkpoint-every and "
                              f"--compile may change)")
         cfg = config_of(ckpt)
         check_checkpoint_fits(ckpt, cfg)  # before GPTModel(cfg) allocates what the config claims
-        settings = TrainSettings(**ckpt["settings"])
+        try:
+            settings = TrainSettings(**ckpt["settings"])
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{ckpt_path} holds training settings this gptcourse cannot "
+                                  f"use ({exc}): start a new run with --force") from None
         done = int(ckpt.get("step", 0))
         if args.max_iters is not None and args.max_iters <= done:
-            raise ValueError(f"--max-iters {args.max_iters} is not more than the {done} steps this run "
+            raise UserError(f"--max-iters {args.max_iters} is not more than the {done} steps this run "
                              f"has done: pass a larger --max-iters to train further")
         if args.max_iters is not None and args.max_iters != settings.max_iters:
             change = "Extending" if args.max_iters > settings.max_iters else "Shortening"
             print(f"{change} the run from {settings.max_iters} to {args.max_iters} steps "
                   f"(the learning-rate schedule stretches to the new end).")
-            settings = settings.replace(max_iters=args.max_iters)
+            with _flags_checked():
+                settings = settings.replace(max_iters=args.max_iters)
         tokenizer, text = _tokenizer_and_text(run_info["corpus"], run_info["tokenizer"], ckpt,
                                               run_info.get("encoding", "utf-8"))
     else:
         if ckpt_path.exists() and not args.force:
-            raise ValueError(f"{ckpt_path} already holds a run: add --resume to continue it, "
+            raise UserError(f"{ckpt_path} already holds a run: add --resume to continue it, "
                              f"--force to start again from scratch, or choose another --out")
         for name, default in RUN_FLAGS.items():
             if getattr(args, name) is None:
@@ -273,20 +310,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides = _given(args, MODEL_FLAGS)
         if "dropout" in overrides:
             overrides["drop_rate"] = overrides.pop("dropout")
-        cfg = get_config(args.preset, vocab_size=_vocab_size(tokenizer), **overrides)
+        with _flags_checked():
+            cfg = get_config(args.preset, vocab_size=_vocab_size(tokenizer), **overrides)
         chosen = _given(args, TRAIN_FLAGS)
         if args.max_iters is not None:
             chosen["max_iters"] = args.max_iters
             if "warmup_iters" not in chosen and args.max_iters < TrainSettings.warmup_iters:
                 chosen["warmup_iters"] = args.max_iters // 10  # a short run gets a short warm-up
-        settings = TrainSettings(**chosen)
+        with _flags_checked():
+            settings = TrainSettings(**chosen)
         run_info = {"corpus": args.corpus, "tokenizer": args.tokenizer, "preset": args.preset,
                     "encoding": args.encoding}
     ids = torch.tensor(_encode(tokenizer, text), dtype=torch.long)
     train_ids, val_ids = train_val_split(ids, 0.9)
     window = settings.block_size or cfg.context_length
+    with _flags_checked():
+        require_int("--grad-accum", args.grad_accum, low=1)
+        _micro_batch_size(settings.batch_size, args.grad_accum)  # divides evenly, or says how
     if len(val_ids) <= window:
-        raise ValueError(f"--context-length {window} needs windows of {window + 1} tokens, but the "
+        raise UserError(f"--context-length {window} needs windows of {window + 1} tokens, but the "
                          f"corpus leaves only {len(val_ids)} tokens for validation: use a smaller "
                          f"--context-length (at most {len(val_ids) - 1}) or a longer corpus")
     torch.manual_seed(settings.seed)  # the model's initial weights
@@ -380,7 +422,7 @@ def _tokenizer_and_text(corpus: str, kind: str, ckpt: dict | None = None, encodi
     if kind == "gpt2":
         return _gpt2(), text
     if ckpt is not None:
-        return CharTokenizer.from_vocab(ckpt["tokenizer"]), text
+        return tokenizer_from_vocab(ckpt["tokenizer"]), text
     return CharTokenizer(text), text
 
 
@@ -418,9 +460,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return args.func(args)
-    except (UserError, ValueError, FileNotFoundError, CheckpointError, CompileError, DownloadError,
-            RunFolderError, TokenizerUnavailableError) as exc:
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
+            return args.func(args)
+    except USER_ERRORS as exc:
         print(f"gptcourse {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except RuntimeError as exc:
