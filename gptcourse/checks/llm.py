@@ -80,9 +80,10 @@ def _rmsnorm_mistakes(x: torch.Tensor, eps: float = 1e-5) -> dict:
             x / (ms.sqrt() + eps),
         not_squared + "not of mean |x|": x * torch.rsqrt(x.abs().mean(-1, keepdim=True) + eps),
         not_squared + "not of mean x (which can be negative: NaN)": x * torch.rsqrt(mean + eps),
-        not_squared + "not mean |x|": x / (x.abs().mean(-1, keepdim=True) + eps),
+        not_squared + "not mean |x| itself": x / (x.abs().mean(-1, keepdim=True) + eps),
         "there is no square root: divide by sqrt(mean_square + eps) (torch.rsqrt), not by the "
         "mean square itself": x / (ms + eps),
+        "the weight is added, not multiplied: " + RMS_FORMULA: _rms(x, eps) + 1.0,
         "x is multiplied by the root mean square instead of divided: torch.rsqrt is 1 / sqrt, "
         "torch.sqrt is the root itself": x * torch.sqrt(ms + eps),
         "the squares are summed, not averaged: use x.pow(2).mean(dim=-1, keepdim=True), the "
@@ -145,6 +146,8 @@ def check_rmsnorm(rmsnorm_class) -> Check:
         usable = _rms_parameters(check, norm, emb_dim)
         x, ref = _rms_input(), RMSNorm(emb_dim)
         with torch.no_grad():
+            if usable:  # already reported if it does not start as ones; the normalising is checked apart
+                norm.weight.fill_(1.0)
             out = check.call(f"{name}({emb_dim})(x)", norm, x.clone())
             if not isinstance(out, torch.Tensor) or out.shape != x.shape:
                 check.stop(wrong_shape(f"{name}({emb_dim})(x)", out, tuple(x.shape), {"emb_dim": emb_dim},
@@ -160,17 +163,18 @@ def check_rmsnorm(rmsnorm_class) -> Check:
                 check.stop(diagnose(out, _rmsnorm_mistakes(x), atol=1e-4, default=default,
                                     expected=expected, sizes={"emb_dim": emb_dim}))
             if usable:
-                _check_rms_weight(check, norm, ref, x, emb_dim)
+                _check_rms_weight(check, norm, ref, x, name)
             _check_rms_other_size(check, rmsnorm_class, name)
     return check
 
 
-def _check_rms_weight(check: Check, norm, ref: RMSNorm, x: torch.Tensor, emb_dim: int) -> None:
+def _check_rms_weight(check: Check, norm, ref: RMSNorm, x: torch.Tensor, name: str) -> None:
     """With a trained (random) weight the output must be normalised * weight."""
+    emb_dim = x.size(-1)
     w = torch.randn(emb_dim, generator=torch.Generator().manual_seed(10))
     norm.weight.copy_(w)
     ref.weight.copy_(w)
-    out = check.call("RMSNorm(x) with a trained weight", norm, x.clone())
+    out = check.call(f"{name}({emb_dim})(x) with a trained weight", norm, x.clone())
     if close(out, ref(x), atol=1e-4):
         check.ok("with a trained weight the output is normalised x times weight, as in SmolLM2")
         return
@@ -188,6 +192,9 @@ def _check_rms_other_size(check: Check, rmsnorm_class, name: str) -> None:
     x = torch.randn(5, 16, generator=torch.Generator().manual_seed(11))
     x[0] *= 1e-2  # a row of small numbers, where eps matters
     other = check.call(f"{name}(16, eps=1e-3)", rmsnorm_class, 16, eps=1e-3)
+    weight = getattr(other, "weight", None)
+    if isinstance(weight, torch.Tensor) and tuple(weight.shape) == (16,):
+        weight.fill_(1.0)  # its start was checked above
     out = check.call(f"{name}(16, eps=1e-3)(x) on a (5, 16) input", other, x.clone())
     check.expect(close(out, RMSNorm(16, eps=1e-3)(x), atol=1e-4),
                  "works for any emb_dim, any number of leading dimensions and the eps it is given",
@@ -199,6 +206,11 @@ def _check_rms_other_size(check: Check, rmsnorm_class, name: str) -> None:
 
 # --- RoPE ----------------------------------------------------------------------------------------
 HEAD_DIM, N_POS = 8, 5
+ROPE_ERRORS = {
+    "must match the size of tensor": "cos and sin must broadcast against x (..., T, head_dim): they "
+        "are (T, head_dim), the angles repeated for both halves (torch.cat([angles, angles], dim=-1)), "
+        "and rotate_half keeps x's shape",
+}
 ROPE_RULE = ("angle = position * base ** (-2i / head_dim) for pair i, positions 0, 1, ...; "
              "torch.cat([angles, angles], dim=-1)")
 INTERLEAVED = ("this pairs neighbouring numbers (2i, 2i+1), the interleaved convention. Here, as in "
@@ -220,7 +232,7 @@ def _angles(head_dim: int, n: int, base: float, *, exponent: str = "2i/d", layou
 
 ANGLE_MISTAKES = {
     "the exponent is i / head_dim: it is 2i / head_dim for pair i (torch.arange(0, head_dim, 2) "
-    "/ head_dim), so the slowest pair turns base times slower than the fastest": dict(exponent="i/d"),
+    "/ head_dim), so that the frequencies run from 1 down to nearly 1 / base": dict(exponent="i/d"),
     "the frequencies grow instead of shrinking: theta_i = base ** (-2i / head_dim), that is "
     "1.0 / base ** (torch.arange(0, head_dim, 2) / head_dim)": dict(exponent="+2i/d"),
     "there is one frequency per number (torch.arange(head_dim)): there is one per pair, "
@@ -258,12 +270,13 @@ def _check_angles(check: Check, name: str, rope_angles, base: float) -> tuple | 
         check.fail(f"{what} should return two tensors, cos and sin, got {type(result).__name__}")
         return None
     want = (N_POS, HEAD_DIM)
-    got = tuple(result[0].shape)
-    if got != want or tuple(result[1].shape) != want:
-        hint = _angle_shape_hint(got, HEAD_DIM, N_POS)
-        check.fail(f"{what}: cos has the wrong shape {got}, expected {want}: {hint}" if hint else
-                   wrong_shape(f"{what}'s cos", result[0], want, {"head_dim": HEAD_DIM, "n_positions": N_POS}))
-        return None
+    for part, value in zip(("cos", "sin"), result):
+        got = tuple(value.shape)
+        if got != want:
+            hint = _angle_shape_hint(got, HEAD_DIM, N_POS)
+            check.fail(f"{what}: {part} has the wrong shape {got}, expected {want}: {hint}" if hint else
+                       wrong_shape(f"{what}'s {part}", value, want, {"head_dim": HEAD_DIM, "n_positions": N_POS}))
+            return None
     out, expected = torch.stack(result), torch.stack(reference_rope_angles(HEAD_DIM, N_POS, base))
     if close(out, expected, atol=1e-5):
         return result
@@ -319,7 +332,7 @@ def _check_apply(check: Check, name: str, apply_rope) -> bool:
     return True
 
 
-def _check_rope_properties(check: Check, rope_angles, apply_rope, angles_ok: bool) -> None:
+def _check_rope_properties(check: Check, rope_angles, apply_rope, angles_ok: bool, name: str) -> None:
     """What makes RoPE useful, with the learner's functions: lengths kept, scores relative."""
     T, base = 12, 10_000.0
     try:
@@ -333,13 +346,13 @@ def _check_rope_properties(check: Check, rope_angles, apply_rope, angles_ok: boo
     gen = torch.Generator().manual_seed(13)
     q, k = torch.randn(HEAD_DIM, generator=gen), torch.randn(HEAD_DIM, generator=gen)
     # The same query and the same key placed at every position 0..T-1.
-    qs = check.call("apply_rope on one query at every position", apply_rope, q.expand(1, 1, T, HEAD_DIM).clone(), *angles)
-    ks = check.call("apply_rope on one key at every position", apply_rope, k.expand(1, 1, T, HEAD_DIM).clone(), *angles)
+    qs = check.call(f"{name} on one query at every position", apply_rope, q.expand(1, 1, T, HEAD_DIM).clone(), *angles)
+    ks = check.call(f"{name} on one key at every position", apply_rope, k.expand(1, 1, T, HEAD_DIM).clone(), *angles)
     if not (isinstance(qs, torch.Tensor) and qs.shape == (1, 1, T, HEAD_DIM) and ks.shape == qs.shape):
         return
     check.expect(close(qs.norm(dim=-1), q.norm().expand(1, 1, T), atol=1e-4),
                  f"with {whose} angles, every vector keeps its length (a rotation)",
-                 f"with {whose} angles, apply_rope changes the vectors' lengths: a rotation keeps "
+                 f"with {whose} angles, {name} changes the vectors' lengths: a rotation keeps "
                  f"them. Each pair (x_i, x_(i+d/2)) must turn by one angle, with the cos and sin of "
                  f"that same angle and the minus sign in rotate_half")
     scores = qs[0, 0] @ ks[0, 0].T  # (T, T): query at position m, key at position n
@@ -355,7 +368,7 @@ def check_rope(rope_angles, apply_rope) -> Check:
     """Check a learner's rope_angles(head_dim, n_positions, base) and apply_rope(x, cos, sin)."""
     angles_name = _learner_name(rope_angles, "rope_angles")
     apply_name = _learner_name(apply_rope, "apply_rope")
-    with Check("RoPE", seed=0) as check:
+    with Check("RoPE", seed=0, known=ROPE_ERRORS) as check:
         with torch.no_grad():
             angles = _check_angles(check, angles_name, rope_angles, 10_000.0)
             angles_ok = angles is not None and not check.problems
@@ -365,7 +378,7 @@ def check_rope(rope_angles, apply_rope) -> Check:
                 if _check_angles(check, angles_name, rope_angles, 100.0) is not None and check.passed:
                     check.ok(f"{angles_name} uses the base it is given")
             if _check_apply(check, apply_name, apply_rope):
-                _check_rope_properties(check, rope_angles, apply_rope, angles is not None)
+                _check_rope_properties(check, rope_angles, apply_rope, angles is not None, apply_name)
     return check
 
 
@@ -385,7 +398,7 @@ def expand_kv(kv: torch.Tensor, n_heads: int) -> torch.Tensor:
 EXPAND_RULE = ("query head h reads key/value head h // group, with group = n_heads // n_kv_heads: "
                "torch.repeat_interleave(kv, group, dim=1)")
 EXPAND_ERRORS = {
-    "out of bounds for dimension 1": "a query head asked for a key/value head that does not exist: "
+    "is out of bounds for dimension": "a query head asked for a key/value head that does not exist: "
         "head h reads kv head h // group, where group = n_heads // n_kv_heads (not h // n_kv_heads)",
     "received an invalid combination of arguments": "the number of repeats must be an int: use "
         "integer division, group = n_heads // n_kv_heads",
@@ -497,12 +510,16 @@ CONVERSATION = [
     {"role": "assistant", "content": "Arr!\nFollow the map."},
     {"role": "user", "content": "Which map?"},
 ]
+CHAT_ERRORS = {
+    "unexpected keyword argument 'add_generation_prompt'": "keep the signature "
+        "render_chat(messages, add_generation_prompt=True)",
+}
 MESSAGE = "each message is '<|im_start|>{role}\\n{content}<|im_end|>\\n'"
 
 
 def _render(messages, gen: bool = True, *, system: str = "default", end_nl: str = "\n",
             role_nl: str = "\n", role=str, prompt: str = "asked", prompt_nl: str = "\n",
-            strip: bool = False, order=None) -> str:
+            prompt_role=None, strip: bool = False, order=None) -> str:
     """render_chat with one deliberate change, to recognise a learner's mistake."""
     given = bool(messages) and messages[0]["role"] == "system"
     msgs = [SYSTEM, *messages] if system == "always" or system == "default" and not given else list(messages)
@@ -511,28 +528,30 @@ def _render(messages, gen: bool = True, *, system: str = "default", end_nl: str 
     text = "".join(f"{IM_START}{role(m['role'])}{role_nl}{m['content'].strip() if strip else m['content']}"
                    f"{IM_END}{end_nl}" for m in msgs)
     if prompt == "always" or prompt == "asked" and gen:
-        text += f"{IM_START}{role('assistant')}{role_nl if prompt_nl else ''}"
+        text += f"{IM_START}{(prompt_role or role)('assistant')}{prompt_nl}"
     return text
 
 
+# Each mistake, and the ways of writing it (the generation prompt may be written apart).
 TEMPLATE_MISTAKES = {
     "there is no default system message: when messages[0] is not a system message, SmolLM2's "
-    "template puts {'role': 'system', 'content': DEFAULT_SYSTEM} first": dict(system="never"),
+    "template puts {'role': 'system', 'content': DEFAULT_SYSTEM} first": [dict(system="never")],
     "a default system message is added although the conversation starts with its own: add it only "
-    "when messages[0]['role'] != 'system'": dict(system="always"),
-    "the newline after <|im_end|> is missing: " + MESSAGE: dict(end_nl=""),
-    "the newline between the role and the content is missing: " + MESSAGE: dict(role_nl=""),
+    "when messages[0]['role'] != 'system'": [dict(system="always")],
+    "the newline after <|im_end|> is missing: " + MESSAGE: [dict(end_nl="")],
+    "the newline between the role and the content is missing: " + MESSAGE:
+        [dict(role_nl=""), dict(role_nl="", prompt_nl="")],
     "the role is capitalised: SmolLM2's roles are lower case ('user', not 'User')":
-        dict(role=str.capitalize),
+        [dict(role=str.capitalize), dict(role=str.capitalize, prompt_role=str)],
     "the generation prompt is missing: with add_generation_prompt=True the text ends with "
-    "'<|im_start|>assistant\\n', where the model writes its reply": dict(prompt="never"),
+    "'<|im_start|>assistant\\n', where the model writes its reply": [dict(prompt="never")],
     "the generation prompt is added although add_generation_prompt=False: add "
-    "'<|im_start|>assistant\\n' only when it is True": dict(prompt="always"),
+    "'<|im_start|>assistant\\n' only when it is True": [dict(prompt="always")],
     "the generation prompt lacks its newline: it is '<|im_start|>assistant\\n' (the reply starts on "
-    "the next line)": dict(prompt_nl=""),
-    "the contents are stripped: keep each message's text exactly as it is": dict(strip=True),
+    "the next line)": [dict(prompt_nl="")],
+    "the contents are stripped: keep each message's text exactly as it is": [dict(strip=True)],
     "the messages are in reverse order: render them as they come in the list":
-        dict(order=lambda msgs: msgs[::-1]),
+        [dict(order=lambda msgs: msgs[::-1])],
 }
 
 
@@ -545,15 +564,14 @@ def _first_difference(got: str, want: str, width: int = 14) -> str:
 
 def _template_diagnosis(got: str, want: str, messages, gen: bool) -> str:
     """The named mistake behind a wrong rendering, else what the markers or the order show."""
-    mistakes = {m: (lambda kw=kw: _render(messages, gen, **kw)) for m, kw in TEMPLATE_MISTAKES.items()}
-    found = diagnose(got, mistakes, default="")
-    if found:
-        return found
+    for mistake, ways in TEMPLATE_MISTAKES.items():
+        if any(got == _render(messages, gen, **kw) for kw in ways):
+            return mistake
     for marker in (IM_START, IM_END):
         if got.count(marker) != want.count(marker):
-            return (f"the marker {marker} appears {got.count(marker)} times, expected "
-                    f"{want.count(marker)}: write the special markers exactly, '<|im_start|>' and "
-                    f"'<|im_end|>' (a bar on each side)")
+            how = "is missing or misspelled" if got.count(marker) < want.count(marker) else "comes too often"
+            return (f"the marker {marker} {how}: write the special markers exactly, '<|im_start|>' "
+                    f"and '<|im_end|>' (a bar on each side), once per message")
     if sorted(got.split(IM_START)) == sorted(want.split(IM_START)):
         return "the messages are in the wrong order: render them as they come in the list"
     if got.lower() == want.lower():
@@ -570,7 +588,8 @@ def check_chat_template(render_chat) -> Check:
     cases = [("one user message, no system message", ONE_QUESTION, None),
              ("a conversation with its own system message", CONVERSATION, True),
              ("the conversation with add_generation_prompt=False", CONVERSATION, False)]
-    with Check("chat template", seed=0) as check:
+    with Check("chat template", seed=0, known=CHAT_ERRORS) as check:
+        named: set[str] = set()  # a mistake is explained once; later cases only show where
         for label, messages, gen in cases:
             given = copy.deepcopy(messages)
             args = {} if gen is None else {"add_generation_prompt": gen}
@@ -590,5 +609,7 @@ def check_chat_template(render_chat) -> Check:
                     shown, render_chat, copy.deepcopy(messages), add_generation_prompt=True) == want:
                 diagnosis = ("add_generation_prompt should default to True: "
                              f"def {name}(messages, add_generation_prompt=True)")
-            check.fail(f"{label}: {diagnosis} ({_first_difference(got, want)})")
+            said = diagnosis in named
+            named.add(diagnosis)
+            check.fail(f"{label}: {'the same mistake' if said else diagnosis} ({_first_difference(got, want)})")
     return check
