@@ -446,6 +446,8 @@ def test_reference_expand_kv_refuses_bad_input():
     (index_by_n_kv, "not h // n_kv_heads"),
     (lambda kv, n_heads: kv.repeat_interleave(n_heads / kv.size(1), dim=1), "integer division"),
     (mixed_positions, "not whole copies of key/value heads"),
+    (lambda kv, n: kv[:, :, None].expand(-1, -1, n // kv.size(1), -1, -1), "still a dimension of its own: reshape"),
+    (lambda kv, n: kv[:, None].expand(-1, n // kv.size(1), -1, -1, -1), "and before the kv heads"),
     (reversed_groups, "query heads read kv heads [2, 2, 2, 2, 1"),
 ])
 def test_expand_kv_mistakes_are_named(fn, words):
@@ -550,3 +552,35 @@ def test_chat_template_a_mistake_is_explained_once():
     result = check_chat_template(planted_render(end_nl=""))
     assert len(result.problems) == 3 and sum("newline after <|im_end|>" in p for p in result.problems) == 1
     assert all("the same mistake (at character 46" in p for p in result.problems[1:]), result.problems
+
+
+# --- every named mistake is told apart from the others on the checkers' inputs ---------------------
+def test_every_named_mistake_gives_its_own_output():
+    from gptcourse.checks import close
+    from gptcourse.checks.llm import (
+        ANGLE_MISTAKES,
+        CONVERSATION,
+        ONE_QUESTION,
+        TEMPLATE_MISTAKES,
+        _angles,
+        _apply_mistakes,
+        _render,
+        _rms_input,
+        _rmsnorm_mistakes,
+    )
+
+    def distinct(values):
+        values = [v() if callable(v) else v for v in values]
+        return all(not close(a, b, atol=1e-4) for i, a in enumerate(values) for b in values[i + 1:])
+
+    x = _rms_input()
+    assert distinct(_rmsnorm_mistakes(x).values())
+    assert distinct([_angles(8, 5, 10_000.0, **kw) for kw in ANGLE_MISTAKES.values()])
+    xr = torch.randn(2, 3, 5, 8, generator=torch.Generator().manual_seed(0))
+    assert distinct(_apply_mistakes(xr, *rope_angles(8, 5, 10_000.0)).values())
+    for messages, gen in [(ONE_QUESTION, True), (CONVERSATION, True), (CONVERSATION, False)]:
+        want = render_chat(messages, gen)
+        # a mistake that cannot show in this case gives the right text; the others all differ
+        texts = {_render(messages, gen, **ways[0]) for ways in TEMPLATE_MISTAKES.values()} - {want}
+        shown = [m for m, ways in TEMPLATE_MISTAKES.items() if _render(messages, gen, **ways[0]) != want]
+        assert len(texts) == len(shown)

@@ -420,6 +420,12 @@ def _expand_shape_hint(got: tuple, n_kv: int, n_heads: int) -> str | None:
     if got == (B, n_kv * n_heads, T_KV, HD_KV):
         return (f"each head is repeated n_heads = {n_heads} times: repeat it group = "
                 f"n_heads // n_kv_heads = {group} times")
+    if got == (B, n_kv, group, T_KV, HD_KV):
+        return ("the group is still a dimension of its own: reshape to (B, n_heads, T, head_dim), "
+                "which puts each kv head's copies next to each other")
+    if got == (B, group, n_kv, T_KV, HD_KV):
+        return ("the group is still a dimension of its own, and before the kv heads: expand "
+                "kv[:, :, None] (group after n_kv_heads), then reshape to (B, n_heads, T, head_dim)")
     base = [B, n_kv, T_KV, HD_KV]
     for dim in (0, 2, 3):
         grown = list(base)
