@@ -24,7 +24,7 @@ from .model import GPTModel
 from .run_folder import describe_os_error
 from .tokenizers import CharTokenizer, gpt2_tokenizer
 from .train import HISTORY_KEYS, TrainSettings, TrainState, new_history, new_state
-from .validate import require_instance
+from .validate import ArgumentTypeError, InputError, require_instance
 
 CHECKSUM_KEY = "sha256"
 
@@ -45,7 +45,7 @@ def tokenizer_to_vocab(tokenizer) -> list[str] | str:
         return list(tokenizer.chars)
     if getattr(tokenizer, "name", None) == "gpt2":
         return "gpt2"
-    raise TypeError(f"can only save a CharTokenizer or the gpt2 tokenizer, got {type(tokenizer).__name__}")
+    raise ArgumentTypeError(f"can only save a CharTokenizer or the gpt2 tokenizer, got {type(tokenizer).__name__}")
 
 
 def tokenizer_from_vocab(vocab: list[str] | str):
@@ -66,7 +66,7 @@ def save_checkpoint(path: str | Path, model: GPTModel, state: TrainState | None 
     require_instance("model", model, GPTModel)
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"path {path} is a folder: pass the checkpoint file's path, "
+        raise InputError(f"path {path} is a folder: pass the checkpoint file's path, "
                          f"e.g. {path / 'ckpt.pt'}")
     payload: dict = {
         "format": FORMAT,

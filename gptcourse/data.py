@@ -204,12 +204,12 @@ def train_val_split(data, train_fraction: float = 0.9):
         raise ArgumentTypeError(f"data must be a sequence to split (a tensor or list of ids, or a "
                                 f"string), got {type(data).__name__}")
     if isinstance(train_fraction, bool) or not isinstance(train_fraction, (int, float)):
-        raise TypeError(f"train_fraction must be a number such as 0.9, got {train_fraction!r}")
+        raise ArgumentTypeError(f"train_fraction must be a number such as 0.9, got {train_fraction!r}")
     if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be between 0 and 1 (exclusive), got {train_fraction}")
+        raise InputError(f"train_fraction must be between 0 and 1 (exclusive), got {train_fraction}")
     n = int(train_fraction * len(data))
     if n == 0 or n == len(data):
-        raise ValueError(
+        raise InputError(
             f"data of length {len(data)} is too short to split at train_fraction={train_fraction}: "
             f"one of the two parts would be empty. Use more data."
         )
@@ -218,19 +218,19 @@ def train_val_split(data, train_fraction: float = 0.9):
 
 def _as_id_tensor(data, name: str = "data") -> torch.Tensor:
     if isinstance(data, str):
-        raise TypeError(f"{name} is text: encode it into token ids first, e.g. "
+        raise ArgumentTypeError(f"{name} is text: encode it into token ids first, e.g. "
                         f"torch.tensor(tokenizer.encode(text))")
     if not isinstance(data, torch.Tensor):
         try:
             data = torch.as_tensor(data)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(f"{name} must be a 1-D tensor or list of token ids ({exc})") from exc
+            raise ArgumentTypeError(f"{name} must be a 1-D tensor or list of token ids ({exc})") from exc
         if data.numel() == 0:
             data = data.long()  # an empty list becomes a float tensor; the length check below explains
     if data.dim() != 1:
-        raise ValueError(f"{name} must be a 1-D sequence of token ids, got shape {tuple(data.shape)}")
+        raise InputError(f"{name} must be a 1-D sequence of token ids, got shape {tuple(data.shape)}")
     if data.is_floating_point() or data.is_complex() or data.dtype == torch.bool:
-        raise TypeError(f"{name} must hold integer token ids, got dtype {data.dtype}")
+        raise ArgumentTypeError(f"{name} must hold integer token ids, got dtype {data.dtype}")
     return data.long()
 
 
@@ -251,7 +251,7 @@ def get_batch(
     device = require_device("device", device)
     require_generator("generator", generator)
     if len(data) < block_size + 1:
-        raise ValueError(
+        raise InputError(
             f"data has {len(data)} tokens, too short for block_size={block_size}: a window needs "
             f"block_size + 1 = {block_size + 1} tokens. Use a smaller block_size or more text."
         )
@@ -274,7 +274,7 @@ class SlidingWindowDataset(Dataset):
         context_length = require_positive_int("context_length", context_length)
         stride = require_positive_int("stride", stride)
         if len(ids) < context_length + 1:
-            raise ValueError(
+            raise InputError(
                 f"token_ids has {len(ids)} ids, too short for context_length={context_length}: "
                 f"one window needs {context_length + 1}"
             )
@@ -306,7 +306,7 @@ def create_dataloader(
     require_flag("drop_last", drop_last)
     require_generator("generator", generator)
     if drop_last and batch_size > len(dataset):
-        raise ValueError(f"batch_size={batch_size} is larger than the {len(dataset)} window(s) of "
+        raise InputError(f"batch_size={batch_size} is larger than the {len(dataset)} window(s) of "
                          f"this data, so drop_last=True would leave no batch at all: use "
                          f"batch_size <= {len(dataset)}, a smaller stride, or more text")
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,

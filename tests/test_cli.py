@@ -160,6 +160,14 @@ def test_resume_can_extend_a_finished_run(reference_run, tmp_path, capsys):
         (["train", "--resume", "--tokenizer", "gpt2"], True, "drop --tokenizer"),
         (["train", "--resume", "--max-iters", "1"], True,
          "--max-iters 1 is not more than the 20 steps this run has done: pass a larger --max-iters"),
+        (["train", "--encoding", "rot13"], False, "'rot13' is not a text encoding"),
+        (["train", "--encoding", "base64"], False, "'base64' is not a text encoding"),
+        (["train", "--encoding", "klingon"], False, "'klingon' is not an encoding Python knows"),
+        (["train", "--emb-dim", "16", "--n-heads", "3"], False, "divisible"),
+        (["train", "--preset", "cpu-small", "--batch-size", "10", "--grad-accum", "3"], False,
+         r"batch_size \(10\) must be divisible by processes x grad_accum"),
+        (["train", "--grad-accum", "0"], False, "--grad-accum must be a positive int"),
+        (["train", "--lr", "0.001", "--min-lr", "0.01"], False, "must not be larger than lr"),
     ],
 )
 def test_user_errors_are_one_line_messages(args, needs_run, message, reference_run, tmp_path, capsys):
@@ -317,6 +325,7 @@ def test_resume_checks_the_config_against_the_tensors_first(reference_run, tmp_p
     ckpt = load_checkpoint(out)
     ckpt["config"]["emb_dim"] = 65536  # a config that claims a huge model
     del ckpt["sha256"]  # as an older file without a checksum would be
+    ckpt["version"] = 1
     torch.save(ckpt, out / "ckpt.pt")
     assert main(["train", "--out", str(out), "--resume", "--max-iters", "25", "--device", "cpu"]) == 1
     assert "the checkpoint's config does not fit its own tensors" in capsys.readouterr().err
@@ -375,3 +384,51 @@ def test_data_reports_files_already_there(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert printed.count("already there, verified") == 3
     assert "Tiny Shakespeare" in printed and "Korean corpus" in printed and "GPT-2 tokenizer" in printed
+
+
+def test_only_the_packages_own_errors_become_one_line(corpus, tmp_path, monkeypatch, capsys):
+    """A ValueError from a bug in the course's code keeps its traceback; it is not the user's fault."""
+    def buggy(*args, **kwargs):
+        raise ValueError("an internal mistake, not the user's")
+
+    monkeypatch.setattr("gptcourse.cli.train", buggy)
+    with pytest.raises(ValueError, match="an internal mistake"):
+        main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), *TINY])
+    capsys.readouterr()
+    monkeypatch.setattr("gptcourse.cli.train", lambda *a, **k: (_ for _ in ()).throw(KeyError("x")))
+    with pytest.raises(KeyError):
+        main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "run2"), *TINY])
+
+
+def test_a_corpus_read_in_the_wrong_single_byte_encoding_warns_in_one_line(tmp_path, capsys):
+    path = tmp_path / "poems.txt"
+    path.write_text("Éléonore écrit: « café, crème, thé ».\n" * 60, encoding="utf-8")
+    args = ["train", "--corpus", str(path), "--out", str(tmp_path / "run"), *TINY]
+    assert main([*args, "--encoding", "latin-1", "--max-iters", "2"]) == 0
+    err = capsys.readouterr().err
+    warning = [line for line in err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and warning[0].startswith("gptcourse train: warning: ")
+    assert "is probably UTF-8" in warning[0] and "Traceback" not in err
+
+
+def test_a_save_error_in_a_folder_that_became_read_only_stays_one_line(corpus, tmp_path,
+                                                                      monkeypatch, capsys):
+    """The lock cannot be removed either: that used to replace the save error with a traceback."""
+    out = tmp_path / "ro"
+    real_unlink = Path.unlink
+
+    def read_only_save(obj, handle):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    def read_only_unlink(self, missing_ok=False):
+        if self.name == "run.lock":
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(ckpt_module.torch, "save", read_only_save)
+    monkeypatch.setattr(Path, "unlink", read_only_unlink)
+    assert main(["train", "--corpus", str(corpus), "--out", str(out), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 2, err
+    assert f"gptcourse train: error: could not save {out / 'ckpt.pt'}: the file system is read-only" in err
+    assert f"gptcourse train: warning: could not remove the lock {out / 'run.lock'}" in err
