@@ -10,11 +10,13 @@ instead of giving a subtly broken model or resuming from the wrong step.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -64,6 +66,9 @@ def save_checkpoint(path: str | Path, model: GPTModel, state: TrainState | None 
                     extra: dict | None = None) -> Path:
     """Save the model (and, to resume training, its TrainState and settings) to `path`, atomically."""
     require_instance("model", model, GPTModel)
+    if extra is not None and not isinstance(extra, Mapping):
+        raise ArgumentTypeError(f"extra must be a dict of notes to store (e.g. {{'corpus': "
+                                f"'tinyshakespeare'}}), got {extra!r}")
     path = Path(path)
     if path.is_dir():
         raise InputError(f"path {path} is a folder: pass the checkpoint file's path, "
@@ -109,7 +114,8 @@ def save_checkpoint(path: str | Path, model: GPTModel, state: TrainState | None 
         raise CheckpointError(f"could not save {path}: {reason}; {kept}") from exc
     finally:
         if tmp_name is not None:
-            Path(tmp_name).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # cleaning up must not hide the real error
+                Path(tmp_name).unlink(missing_ok=True)
     return path
 
 

@@ -50,7 +50,7 @@ from .tokenizers import (
     tiktoken_cache_dir,
 )
 from .train import TrainSettings, _micro_batch_size, train
-from .validate import CourseWarning, InputError, require_int
+from .validate import CourseWarning, InputError, require_int, require_number
 
 DEFAULT_OUT = "runs/tinyshakespeare-char"
 
@@ -259,6 +259,7 @@ def _check_flags(args: argparse.Namespace) -> None:
     require_int("--sample-tokens", args.sample_tokens, low=0, hint=" (0: no sample)")
     if args.checkpoint_every is not None:
         require_int("--checkpoint-every", args.checkpoint_every, low=1)
+    require_number("--step-delay", args.step_delay, low=0)
 
 
 def cmd_train(args: argparse.Namespace) -> int:

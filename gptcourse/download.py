@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -87,7 +88,8 @@ def download(url: str, destination: Path, sha256: str, timeout: float = 60.0) ->
         # that breaks mid-file (IncompleteRead); ValueError a malformed URL.
         raise DownloadError(f"Could not download {url}: {type(exc).__name__}: {exc}") from exc
     finally:
-        tmp_path.unlink(missing_ok=True)  # after a successful rename there is nothing to remove
+        with contextlib.suppress(OSError):  # cleaning up must not hide the real error
+            tmp_path.unlink(missing_ok=True)  # after a successful rename there is nothing to remove
     return destination
 
 

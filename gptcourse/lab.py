@@ -10,6 +10,7 @@ the learner has changed: a `git pull` of course updates cannot lose anyone's wor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -81,7 +82,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
             handle.write(data)
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # cleaning up must not hide the real error
+            Path(tmp).unlink(missing_ok=True)
 
 
 def _failed(exc: OSError, workspace: Path, report: SyncReport) -> LabError:

@@ -12,6 +12,7 @@ or whose process id now names a process that started later, is taken over.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -227,7 +228,8 @@ class RunFolder:
             raise RunFolderError(f"cannot create the lock {self.lock}: "
                                  f"{describe_os_error(exc)}; choose another --out") from None
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # cleaning up must not hide the real error
+                tmp.unlink(missing_ok=True)
 
     def _break_stale(self, seen: os.stat_result) -> None:
         """Remove the stale lock `seen`, unless another run replaced it in the meantime."""
@@ -250,7 +252,8 @@ class RunFolder:
                 except OSError:
                     os.replace(aside, self.lock)
         finally:
-            aside.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                aside.unlink(missing_ok=True)
 
     def release(self) -> None:
         """Remove the lock if this run still owns it; never raises (a warning if it cannot)."""
@@ -308,7 +311,8 @@ def check_writable(path: Path, checkpoint_bytes: int = 0) -> None:
         raise RunFolderError(f"cannot write into --out {path}: {describe_os_error(exc)}; "
                              f"choose another --out or fix the folder's permissions") from None
     finally:
-        probe.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
     free = shutil.disk_usage(path).free
     needed = SPACE_FACTOR * checkpoint_bytes
     if needed > free:

@@ -314,3 +314,9 @@ def test_a_version_1_file_still_loads_with_its_tensor_checksum(trained):
     torch.save(ckpt, path)
     with pytest.raises(CheckpointError, match="its tensors do not match the checksum"):
         load_checkpoint(path)
+
+
+def test_extra_that_is_not_a_dict_is_refused(tmp_path):
+    with pytest.raises(TypeError, match="extra must be a dict"):
+        save_checkpoint(tmp_path / "ckpt.pt", GPTModel(CFG), extra="tinyshakespeare")
+    assert not (tmp_path / "ckpt.pt").exists()
