@@ -14,7 +14,7 @@ from numbers import Integral
 import regex
 
 from .progress import progress_bar
-from .validate import ArgumentTypeError, InputError
+from .validate import ArgumentTypeError, InputError, require_flag
 
 # GPT-2's pre-tokenizer: contractions, words with an optional leading space, numbers, runs of
 # other symbols, and whitespace. Merges never cross the boundaries between these pieces.
@@ -72,13 +72,14 @@ def split_text(text: str, pattern: str | Sequence[str] | None = GPT2_SPLIT_PATTE
     A tuple of patterns splits in stages: each pattern cuts the pieces the one before it made.
     SmolLM2 (chapter 9) first puts every digit in a piece of its own, then uses GPT-2's pattern.
     """
+    if not isinstance(text, str):
+        raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
     if pattern is None:
         return [text] if text else []
-    if isinstance(pattern, str):
-        return _split_once(regex.compile(pattern), text)
+    stages = [check_pattern(pattern)] if isinstance(pattern, str) else check_pattern(pattern)
     pieces = [text] if text else []
-    for stage in pattern:
-        compiled = regex.compile(stage)
+    for stage in stages:
+        compiled = regex.compile(stage)  # the regex module keeps compiled patterns in a cache
         pieces = [part for piece in pieces for part in _split_once(compiled, piece)]
     return pieces
 
@@ -155,6 +156,7 @@ def train_bpe(text: str, vocab_size: int, pattern: str | Sequence[str] | None = 
         raise InputError(f"vocab_size must be >= 256 (the 256 byte values), got {vocab_size}")
     pattern = check_pattern(pattern)
     special_tokens = _check_special_token_names(special_tokens)
+    require_flag("progress", progress)
     piece_freq: dict[str, int] = {}
     for piece in split_text(text, pattern):
         piece_freq[piece] = piece_freq.get(piece, 0) + 1
@@ -315,6 +317,9 @@ class BPETokenizer:
 
     def encode_piece(self, piece: bytes) -> list[int]:
         """Encode one piece of the pre-tokenizer: its bytes, then merges, lowest new id first."""
+        if not isinstance(piece, (bytes, bytearray)):
+            raise ArgumentTypeError(f"piece must be bytes, e.g. text.encode('utf-8'), got "
+                                    f"{type(piece).__name__}")
         ids = [self.byte_ids[b] for b in piece]
         if None in ids:
             byte = piece[ids.index(None)]
@@ -367,10 +372,11 @@ class BPETokenizer:
             raise ArgumentTypeError(f"allowed_special must be a set of special tokens or the "
                                     f"string 'all', got {allowed_special!r}")
         else:
-            allowed = set(allowed_special)
-            if not all(isinstance(token, str) for token in allowed):
+            listed = list(allowed_special)
+            if not all(isinstance(token, str) for token in listed):
                 raise ArgumentTypeError(f"allowed_special must hold special-token strings, got "
-                                        f"{sorted(map(repr, allowed))}")
+                                        f"{sorted(map(repr, listed))}")
+            allowed = set(listed)
         unknown = allowed - set(self.special_tokens)
         if unknown:
             raise InputError(f"allowed_special lists {sorted(unknown)!r}, which are not special "
@@ -392,7 +398,7 @@ class BPETokenizer:
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """The bytes of a list of ids, joined."""
-        if ids is None or isinstance(ids, (str, bytes)) or not (
+        if ids is None or isinstance(ids, (str, bytes, Mapping, set, frozenset)) or not (
                 hasattr(ids, "tolist") or isinstance(ids, Iterable)):
             raise ArgumentTypeError(f"ids must be a list of token ids, got {ids!r}; encode text "
                                     f"with tokenizer.encode(text)")

@@ -168,6 +168,9 @@ def payload_checksum(payload: dict, tensors_only: bool = False) -> str:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint file safely (weights_only=True) and check that it is one of ours."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"path must be a checkpoint file or its run folder (a str or "
+                                f"Path), got {path!r}")
     path = Path(path)
     if path.is_dir():
         path = path / "ckpt.pt"

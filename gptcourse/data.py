@@ -62,6 +62,13 @@ def load_text(source: str | Path = "tinyshakespeare", encoding: str = "utf-8") -
         path = CORPORA[str(source)]()
     else:
         path = Path(source).expanduser()
+        try:
+            path.stat()
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:  # a name too long, a NUL byte in it...
+            raise InputError(f"cannot use {str(source)[:80]!r} as a corpus file: "
+                             f"{getattr(exc, 'strerror', None) or exc}") from None
         if not path.is_file():
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
             raise CorpusNotFoundError(

@@ -331,6 +331,9 @@ def prepare_run_folder(out: str | Path, checkpoint_bytes: int = 0) -> RunFolder:
     if not isinstance(out, (str, os.PathLike)) or str(out) == "":
         raise ArgumentTypeError(f"out must be the path of a folder for the run (a str or Path), "
                                 f"got {out!r}")
+    if "\x00" in str(out):
+        raise RunFolderError(f"--out {str(out)!r} holds a NUL character, which no file name "
+                             f"may: choose another --out")
     checkpoint_bytes = require_int("checkpoint_bytes", checkpoint_bytes, low=0)
     folder = RunFolder(Path(out))
     check_writable(folder.path, checkpoint_bytes)

@@ -85,7 +85,7 @@ class CharTokenizer:
 
     def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
         """Turn a list (or 1-D tensor) of ids back into a string."""
-        if ids is None or isinstance(ids, (str, bytes)):
+        if ids is None or isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
             raise ArgumentTypeError(f"ids must be a list or 1-D tensor of token ids, got {ids!r}; "
                                     f"encode text with tokenizer.encode(text)")
         if isinstance(ids, torch.Tensor):

@@ -449,3 +449,19 @@ def test_bad_arguments_to_encode_and_decode_get_a_clear_error():
     with pytest.raises(TypeError, match="must hold special-token strings"):
         tok.encode("hi", allowed_special={END_OF_TEXT, 5})
     assert tok.decode(tok.encode("hi<|endoftext|>", allowed_special=[END_OF_TEXT])) == "hi<|endoftext|>"
+
+
+def test_more_bad_arguments_get_a_clear_error():
+    tok = BPETokenizer({(104, 105): 256})
+    with pytest.raises(TypeError, match="text must be a str"):
+        split_text(None)
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        split_text("abc", "(")
+    with pytest.raises(TypeError, match="piece must be bytes"):
+        tok.encode_piece("hi")
+    with pytest.raises(TypeError, match="must hold special-token strings"):
+        tok.encode("hi", allowed_special=[["<|endoftext|>"]])
+    with pytest.raises(TypeError, match="ids must be a list of token ids"):
+        tok.decode({104: 1})
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        train_bpe("hi hi", 260, progress="no")

@@ -320,3 +320,9 @@ def test_extra_that_is_not_a_dict_is_refused(tmp_path):
     with pytest.raises(TypeError, match="extra must be a dict"):
         save_checkpoint(tmp_path / "ckpt.pt", GPTModel(CFG), extra="tinyshakespeare")
     assert not (tmp_path / "ckpt.pt").exists()
+
+
+@pytest.mark.parametrize("path", [None, 5])
+def test_load_checkpoint_of_something_that_is_not_a_path(path):
+    with pytest.raises(TypeError, match="path must be a checkpoint file or its run folder"):
+        load_checkpoint(path)

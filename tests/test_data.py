@@ -292,3 +292,9 @@ def test_dataloader_shuffle_is_reproducible():
 def test_dataloader_without_shuffle_keeps_order():
     loader = create_dataloader(torch.arange(20), 4, 4, batch_size=2, shuffle=False, drop_last=False)
     assert [x[:, 0].tolist() for x, _ in loader] == [[0, 4], [8, 12]]
+
+
+@pytest.mark.parametrize("name", ["a" * 5000, "a\x00b"])
+def test_a_path_no_file_can_have_is_one_clear_error(name):
+    with pytest.raises(ValueError, match="cannot use .* as a corpus file|does not exist"):
+        load_text(name)

@@ -250,3 +250,8 @@ def test_stale_temp_files_of_a_killed_save_are_removed(tmp_path):
     with prepare_run_folder(out) as folder:
         assert [p.name for p in folder.removed_temp_files] == ["ckpt.ptx8k2.tmp"]
     assert sorted(p.name for p in out.iterdir()) == ["ckpt.pt", "notes.tmp"]
+
+
+def test_out_with_a_nul_character_is_refused(tmp_path):
+    with pytest.raises(RunFolderError, match="NUL character"):
+        prepare_run_folder(str(tmp_path / "a\x00b"))

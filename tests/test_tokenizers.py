@@ -228,3 +228,8 @@ def test_from_vocab_refuses_what_is_not_a_list_of_characters():
     for chars in (None, 5, b"ab"):
         with pytest.raises(TypeError, match="chars must be the saved vocabulary"):
             CharTokenizer.from_vocab(chars)
+
+
+def test_char_decode_of_a_single_int_is_a_clear_error():
+    with pytest.raises(TypeError, match="ids must be a list or 1-D tensor"):
+        CharTokenizer("ab").decode(5)
