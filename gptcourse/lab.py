@@ -101,10 +101,14 @@ def _failed(exc: OSError, workspace: Path, report: SyncReport) -> LabError:
 def check_workspace(course_root: Path, workspace: Path) -> None:
     """Refuse a workspace that is a file, or that is the course's own folders (one line each)."""
     course_root, workspace = Path(course_root), Path(workspace)
-    if workspace.exists() and not workspace.is_dir():
-        raise LabError(f"the workspace {workspace} is a file, not a folder: move the file away, "
-                       f"or set {WORKSPACE_ENV} to another folder")
-    resolved, root = workspace.resolve(), course_root.resolve()
+    try:
+        if workspace.exists() and not workspace.is_dir():
+            raise LabError(f"the workspace {workspace} is a file, not a folder: move the file "
+                           f"away, or set {WORKSPACE_ENV} to another folder")
+        resolved, root = workspace.resolve(), course_root.resolve()
+    except (OSError, RuntimeError) as exc:  # no permission to look, a loop of symbolic links
+        raise LabError(f"cannot use the workspace {workspace} ({exc}): set {WORKSPACE_ENV} to "
+                       f"another folder") from None
     committed = [root] + [root / folder for folder in COURSE_FOLDERS]
     if any(resolved == place or place in resolved.parents for place in committed[1:]) or \
             resolved == root:
@@ -191,7 +195,12 @@ def main(argv: list[str] | None = None) -> int:
               f"clone of the course; run `make lab` from a clone (git clone, then make lab)",
               file=sys.stderr)
         return 2
-    workspace = Path(os.environ.get(WORKSPACE_ENV) or course_root / WORKSPACE).expanduser()
+    try:
+        workspace = Path(os.environ.get(WORKSPACE_ENV) or course_root / WORKSPACE).expanduser()
+    except RuntimeError as exc:  # "~someone" who has no home folder here
+        print(f"gptcourse.lab: error: {WORKSPACE_ENV} cannot be used ({exc}): set it to a "
+              f"folder path", file=sys.stderr)
+        return 1
     try:
         report = sync_workspace(course_root, workspace)
     except LabError as exc:

@@ -239,3 +239,15 @@ def test_jupyterlab_serves_chapters_exercises_and_solutions(tmp_path):
         server.terminate()
         server.wait(timeout=30)
     assert (tmp_path / "workspace/exercises/ch01_data.ipynb").is_file()
+
+
+def test_a_workspace_under_a_file_or_in_a_link_loop_is_one_line(tmp_path, monkeypatch, capsys):
+    course = make_course(tmp_path / "course", {"notebooks/01.ipynb": "v1"})
+    (tmp_path / "file").write_text("x")
+    code, err = run_lab(monkeypatch, capsys, course, tmp_path / "file" / "ws")
+    assert code == 1 and "a part of the path is a file" in one_line(err)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    code, err = run_lab(monkeypatch, capsys, course, tmp_path / "loop" / "ws")
+    assert code == 1 and one_line(err).startswith("gptcourse.lab: error:")
+    code, err = run_lab(monkeypatch, capsys, course, "~no-such-user-here/ws")
+    assert code == 1 and "cannot be used" in one_line(err)
