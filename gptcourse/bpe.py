@@ -86,6 +86,10 @@ def split_text(text: str, pattern: str | Sequence[str] | None = GPT2_SPLIT_PATTE
 
 def _split_once(compiled: regex.Pattern, text: str) -> list[str]:
     """The matches of `compiled` in `text`, with the text between them kept as pieces too."""
+    if not compiled.groups:  # findall returns whole matches: the fast path
+        pieces = compiled.findall(text)
+        if sum(map(len, pieces)) == len(text):
+            return [piece for piece in pieces if piece]  # the matches cover every character
     pieces = []
     end = 0  # how far the pieces so far reach
     for match in compiled.finditer(text):
@@ -194,6 +198,8 @@ MAX_ID = 2**31 - 1  # ids index an embedding table: anything larger is a mistake
 
 
 def _is_id(value) -> bool:
+    if type(value) is int:  # the common case, checked first: a vocabulary has ~50,000 ids
+        return 0 <= value <= MAX_ID
     return isinstance(value, Integral) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
@@ -274,18 +280,18 @@ class BPETokenizer:
         self.merges = _check_merges(merges)
         self.special_tokens = _check_special_tokens(special_tokens)
         # Every id names one token: a byte, a merge or a special token, never two of them.
-        owner = {i: f"byte 0x{b:02x}" for b, i in enumerate(self.byte_ids) if i is not None}
+        byte_of = {i: b for b, i in enumerate(self.byte_ids) if i is not None}
+        pair_of = {new_id: pair for pair, new_id in self.merges.items()}
         for pair, new_id in self.merges.items():
-            if new_id in owner:
+            if new_id in byte_of:
                 raise InputError(f"merge {pair} -> {new_id} reuses id {new_id}, already the id of "
-                                 f"{owner[new_id]}: every merge needs an id of its own")
-            owner[new_id] = f"merge {pair}"
+                                 f"byte 0x{byte_of[new_id]:02x}: every merge needs an id of its own")
         for token, i in self.special_tokens.items():
-            if i in owner:
+            if i in byte_of or i in pair_of:
+                owner = f"byte 0x{byte_of[i]:02x}" if i in byte_of else f"merge {pair_of[i]}"
                 raise InputError(f"special token {token!r} has id {i}, already the id of "
-                                 f"{owner[i]}: give it an id of its own")
-            owner[i] = f"special token {token!r}"
-        if not owner:
+                                 f"{owner}: give it an id of its own")
+        if not (byte_of or pair_of or self.special_tokens):
             raise InputError("the vocabulary is empty: give byte_ids, merges or special tokens")
         self.vocab: dict[int, bytes] = {i: bytes([b]) for b, i in enumerate(self.byte_ids)
                                         if i is not None}
