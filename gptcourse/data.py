@@ -94,7 +94,9 @@ def load_text(source: str | Path = "tinyshakespeare", encoding: str = "utf-8") -
     text = text.replace("\r\n", "\n").replace("\r", "\n")  # as reading in text mode does
     if not text:
         raise InputError(f"{path} is empty: a corpus needs at least some text")
-    if _is_single_byte(codec) and _has_multibyte_utf8(data):
+    if not codec.startswith("utf-8") and _has_multibyte_utf8(data):
+        # Text in another encoding is almost never valid UTF-8 by chance (in cp949, most Hangul
+        # starts with a byte UTF-8 never starts a character with); latin-1 reads any bytes.
         warnings.warn(f"{path} was read as {encoding}, but its bytes are valid UTF-8 with "
                       f"characters such as {_sample(data)}: it is probably UTF-8, which "
                       f"{encoding} reads as other characters. Leave out encoding= (--encoding) "
@@ -143,15 +145,6 @@ def _codec_name(encoding: str) -> str:
         raise InputError(f"encoding {encoding!r} {problem}: use a name such as 'utf-8' or "
                          f"'cp949'") from None
     return name
-
-
-def _is_single_byte(codec: str) -> bool:
-    """True for encodings with one character per byte (latin-1, cp1252, koi8-r...), not UTF-8."""
-    if codec.startswith("utf"):
-        return False
-    every_byte = bytes(range(256))
-    return all(len(every_byte[i:i + 1].decode(codec, errors="replace")) == 1 for i in range(256)) \
-        and len(every_byte.decode(codec, errors="replace")) == 256
 
 
 def _has_multibyte_utf8(data: bytes) -> bool:

@@ -83,12 +83,17 @@ def test_utf8_read_as_a_single_byte_encoding_warns_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="is not cp1252 text.*reads as text in utf-8.*"
                                          "encoding='utf-8'"):
         load_text(path, encoding="cp1252")
+    with pytest.warns(EncodingMismatchWarning, match="was read as utf-16-le"):
+        load_text(path, encoding="utf-16-le")  # an even number of bytes: CJK-looking nonsense
     plain = tmp_path / "plain.txt"
     plain.write_text("only ASCII\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # ASCII is the same in both: nothing to warn about
         assert load_text(plain, encoding="latin-1") == "only ASCII\n"
         assert load_text(tmp_path / "notes.txt", encoding="utf-8").startswith("Notes")
+        korean = tmp_path / "constitution-cp949.txt"  # the real corpus, as Korean Windows saves it
+        korean.write_bytes(load_text("korean-constitution").encode("cp949"))
+        assert load_text(korean, encoding="cp949") == load_text("korean-constitution")
 
 
 @pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
