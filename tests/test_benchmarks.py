@@ -114,3 +114,10 @@ def test_paired_ratio_compares_each_round_with_its_own_partner():
     assert paired_ratio([1.0, 1.0], [3.0, 5.0]) == 4.0  # an even count: the mean of the middle two
     with pytest.raises(ValueError):
         paired_ratio([1.0], [1.0, 2.0])  # rounds must come in pairs
+
+
+def test_decode_smollm2_compares_identical_tokens(monkeypatch, capsys):
+    run_main("decode_smollm2.py", ["--new-tokens", "3", "--rounds", "1", "--threads", "1"], monkeypatch)
+    out = capsys.readouterr().out
+    assert "1 thread(s): ours" in out and "(identical 3 tokens)" in out
+    assert "median of 1 paired rounds" in out and "weight-reading floor" in out
