@@ -192,7 +192,7 @@ def _check_logits(check, logits, ref_logits, weight, idx, B, T, V, quiet=False) 
                    f"(B, T, C) = {(B, T, V)}: flatten a view only for the loss, so that "
                    f"generate can read logits[:, -1, :]")
     if tuple(logits.shape) != (B, T, V):
-        check.stop(wrong_shape("the logits", logits, (B, T, V), {"B": B, "T": T, "vocab_size": V},
+        check.stop(wrong_shape("the logits tensor", logits, (B, T, V), {"B": B, "T": T, "vocab_size": V},
                                f" (they should be (B, T, C) = {(B, T, V)})"))
     if close(logits, ref_logits):
         if not quiet:
