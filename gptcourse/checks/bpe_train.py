@@ -1,10 +1,11 @@
-"""Checker for chapter 8's BPE training exercise: train(text, vocab_size) -> {pair: new_id}."""
+"""Checker for chapter 8's BPE training exercise: train(text, vocab_size) -> {pair: new_id},
+with GPT-2's pre-tokenizer, as the package's train_bpe does it."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..bpe import merge, pair_counts, train_bpe
+from ..bpe import merge, pair_counts, split_text, train_bpe
 from . import Check
 from .bpe import _explain, _plain
 
@@ -13,14 +14,21 @@ TIE_RULE = "min(counts, key=lambda p: (-counts[p], p))"
 
 def _train_variant(text: str, vocab_size: int, *, first_id: int = 256, n_merges: int | None = None,
                    tie: str = "smallest", pick: str = "most", update: bool = True,
-                   units: str = "bytes") -> dict:
-    """BPE training on raw bytes with one deliberate change, to recognise a learner's mistake."""
-    ids = list(text.encode("utf-8")) if units == "bytes" else [ord(ch) for ch in text]
-    start = ids
+                   units: str = "bytes", split: bool = True) -> dict:
+    """BPE training with GPT-2's pre-tokenizer and one deliberate change, to recognise a
+    learner's mistake: pairs are counted inside each piece, never across two."""
+    texts = split_text(text) if split else [text]
+    pieces = [list(t.encode("utf-8")) if units == "bytes" else [ord(ch) for ch in t] for t in texts]
+    original = pieces
     merges: dict = {}
     n = vocab_size - 256 if n_merges is None else n_merges
     for new_id in range(first_id, first_id + n):
-        counts = pair_counts(start if not update else ids)
+        counts: dict = {}
+        for piece in (pieces if update else original):
+            for pair, k in pair_counts(piece).items():
+                counts[pair] = counts.get(pair, 0) + k
+        if not update:
+            counts = {p: k for p, k in counts.items() if p not in merges}
         if not counts:
             break
         if pick == "least":
@@ -31,15 +39,13 @@ def _train_variant(text: str, vocab_size: int, *, first_id: int = 256, n_merges:
             pair = max(counts, key=counts.get)  # max keeps the first of equals: dict order
         else:  # "largest"
             pair = max(counts, key=lambda p: (counts[p], p))
-        if not update and pair in merges:
-            break
         merges[pair] = new_id
-        ids = merge(ids, pair, new_id)
+        pieces = [merge(piece, pair, new_id) for piece in pieces]
     return merges
 
 
 def _reference(text: str, vocab_size: int) -> dict:
-    return dict(train_bpe(text, vocab_size, pattern=None, progress=False).merges)
+    return dict(train_bpe(text, vocab_size, progress=False).merges)
 
 
 TRAIN_MISTAKES = {
@@ -60,8 +66,11 @@ TRAIN_MISTAKES = {
     "every round counts the pairs of the original text: merge the chosen pair into the ids "
     "(ids = merge(ids, pair, new_id)) and count the merged ids next round":
         lambda t, v: _train_variant(t, v, update=False),
-    "these are characters, not bytes: start from list(text.encode('utf-8'))":
+    "these are characters, not bytes: start each piece from list(piece.encode('utf-8'))":
         lambda t, v: _train_variant(t, v, units="characters"),
+    "pairs are counted across pieces: cut the text with regex.findall(GPT2_SPLIT_PATTERN, text) "
+    "first, count the pairs inside each piece and add the counts up, so no merge joins the end "
+    "of one word to the start of the next": lambda t, v: _train_variant(t, v, split=False),
 }
 
 TRAIN_ERRORS = {
@@ -72,6 +81,7 @@ TRAIN_ERRORS = {
 # the smallest-pair rule, "first seen" and "largest" each give their own merges.
 TRAIN_CASES = [
     ("the classic example", "aaabdaaabac", 259),
+    ("words and spaces: no merge across a piece", "the cat sat on the mat, the end", 266),
     ("a tie, the larger pair seen first", "dcdcbaba", 258),
     ("a tie, the smaller pair seen first", "babadcdc", 258),
     ("Korean, 3 bytes per syllable", "대한민국 대한민국 민국", 264),
@@ -81,7 +91,7 @@ TRAIN_CASES = [
 
 
 def check_train_bpe(train_fn) -> Check:
-    """Check train_fn(text, vocab_size) -> {pair: new_id} against BPE training on raw bytes."""
+    """Check train_fn(text, vocab_size) -> {pair: new_id} against train_bpe (GPT-2's pre-tokenizer)."""
     with Check("train", known=TRAIN_ERRORS) as check:
         results = []
         for _name, text, vocab_size in TRAIN_CASES:
