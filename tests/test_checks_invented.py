@@ -239,3 +239,28 @@ def test_bigram_loss_in_another_base_or_scale_is_named():
 
     assert named(check_bigram_model(Bits), "base 2")
     assert named(check_bigram_model(PerBatch), "times T = 5")
+
+
+# --- attention scaled by the wrong size ------------------------------------------------------------
+def _scaled_head(divisor):
+    from gptcourse.attention import Head
+
+    class WrongScale(Head):
+        def forward(self, x):
+            T = x.size(1)
+            q, k, v = self.query(x), self.key(x), self.value(x)
+            scores = (q @ k.transpose(-2, -1)) / divisor(self)
+            scores = scores.masked_fill(self.mask[:T, :T] == 0, float("-inf"))
+            return self.dropout(torch.softmax(scores, dim=-1)) @ v
+
+    return WrongScale
+
+
+def test_head_scaled_by_another_size_is_named():
+    from gptcourse.checks.attention import check_head
+
+    assert named(check_head(_scaled_head(lambda h: math.sqrt(h.context_length))),
+                 "divided by sqrt(context_length)")
+    assert named(check_head(_scaled_head(lambda h: h.context_length)), "divided by context_length")
+    assert named(check_head(_scaled_head(lambda h: 1 / math.sqrt(h.head_size))),
+                 "multiplied by sqrt(head_size)")

@@ -134,6 +134,20 @@ SCALE_MISTAKES = {
 }
 
 
+def _other_scales() -> dict[str, float]:
+    """Every other size in play, and its square root, as the divisor of the scores; and the
+    right factor multiplied instead of divided."""
+    right = math.sqrt(HEAD_SIZE)
+    found = {}
+    for name, n in HEAD_SIZES.items():
+        for label, s in [(name, float(n)), (f"sqrt({name})", math.sqrt(n))]:
+            if not any(math.isclose(s, t) for t in (right, *SCALE_MISTAKES.values())):
+                found[f"the scores are divided by {label} = {s:.3g}: scale by the size of q and k, "
+                      f"divide by sqrt(head_size) = {right:.3g}"] = s
+    found["the scores are multiplied by sqrt(head_size): divide by it, scores / sqrt(head_size)"] = 1 / right
+    return found
+
+
 def check_head(head_class) -> Check:
     """Check a learner's Head(d_in, head_size, context_length, dropout) against the formula."""
     with Check("Head", seed=0) as check:
@@ -157,6 +171,7 @@ def check_head(head_class) -> Check:
             expected = causal_attention_weights(q, k, causal_mask(CONTEXT)) @ v  # the reference
         if not close(out, expected):
             mistakes = {msg: (lambda s=s: _weights(scores / s) @ v) for msg, s in SCALE_MISTAKES.items()}
+            mistakes |= {msg: (lambda s=s: _weights(scores / s) @ v) for msg, s in _other_scales().items()}
             mistakes |= {msg: (lambda kw=kw: _weights(scores / math.sqrt(HEAD_SIZE), **kw) @ v)
                          for msg, kw in MASK_MISTAKES.items()}
             mistakes["scores are k @ q^T: use q @ k.transpose(-2, -1), queries in the rows"] = (
