@@ -40,6 +40,7 @@ from .data import (
 from .device import DEVICE_CHOICES, CompileError, pick_device
 from .download import DownloadError, data_dir, sha256_of
 from .generate import generate_text
+from .instruct import INSTRUCTION_DATA_PATH, INSTRUCTION_DATA_SHA256, instruction_data_path
 from .model import GPTModel, count_parameters
 from .run_folder import RunFolderError, prepare_run_folder
 from .tokenizers import (
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     da = commands.add_parser("data", help="download everything once, for offline or classroom use",
                              description="Download Tiny Shakespeare, the Korean corpus and GPT-2's "
-                                         "tokenizer files into "
+                                         "tokenizer files, the instruction data into "
                                          "their caches and verify them. Set GPTCOURSE_DATA_DIR and "
                                          "TIKTOKEN_CACHE_DIR to choose the folders.")
     da.set_defaults(func=cmd_data)
@@ -234,14 +235,16 @@ def _gpt2():
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    path = data_dir() / TINY_SHAKESPEARE_PATH
-    had = path.is_file() and sha256_of(path) == TINY_SHAKESPEARE_SHA256
-    path = tiny_shakespeare_path()
-    print(f"Tiny Shakespeare: {'already there, verified' if had else 'downloaded and verified'}: {path}")
-    path = data_dir() / KOREAN_CONSTITUTION_PATH
-    had = path.is_file() and sha256_of(path) == KOREAN_CONSTITUTION_SHA256
-    path = korean_constitution_path()
-    print(f"Korean corpus: {'already there, verified' if had else 'downloaded and verified'}: {path}")
+    for name, relative, sha256, get in (
+            ("Tiny Shakespeare", TINY_SHAKESPEARE_PATH, TINY_SHAKESPEARE_SHA256, tiny_shakespeare_path),
+            ("Korean corpus", KOREAN_CONSTITUTION_PATH, KOREAN_CONSTITUTION_SHA256,
+             korean_constitution_path),
+            ("Instruction data (chapter 10)", INSTRUCTION_DATA_PATH, INSTRUCTION_DATA_SHA256,
+             instruction_data_path)):
+        path = data_dir() / relative
+        had = path.is_file() and sha256_of(path) == sha256
+        path = get()  # downloads (once) and verifies what is missing
+        print(f"{name}: {'already there, verified' if had else 'downloaded and verified'}: {path}")
     cache = tiktoken_cache_dir()
     had = all((cache / hashlib.sha1(url.encode()).hexdigest()).is_file() for url in GPT2_FILES)
     _gpt2()  # tiktoken checks the files' sha256 and downloads what is missing

@@ -382,7 +382,8 @@ def test_data_reports_files_already_there(monkeypatch, capsys):
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", cache)  # restored after the test
     assert main(["data"]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("already there, verified") == 3
+    assert printed.count("already there, verified") == 4
+    assert "Instruction data (chapter 10): already there, verified" in printed
     assert "Tiny Shakespeare" in printed and "Korean corpus" in printed and "GPT-2 tokenizer" in printed
     assert "SmolLM2-135M-Instruct (chapters 9 and 10): installed and verified" in printed
 
