@@ -264,3 +264,19 @@ def test_head_scaled_by_another_size_is_named():
     assert named(check_head(_scaled_head(lambda h: h.context_length)), "divided by context_length")
     assert named(check_head(_scaled_head(lambda h: 1 / math.sqrt(h.head_size))),
                  "multiplied by sqrt(head_size)")
+
+
+# --- a temperature applied twice -------------------------------------------------------------------
+def test_sampling_with_the_temperature_applied_twice_is_named():
+    from gptcourse.checks.sampling import check_sample_next
+
+    def twice(logits, temperature=1.0, top_k=None, generator=None):
+        if temperature == 0:
+            return logits.argmax(dim=-1, keepdim=True)
+        logits = logits / temperature / temperature
+        if top_k is not None:
+            kth = torch.topk(logits, top_k).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
+
+    assert named(check_sample_next(twice), "the temperature is applied twice")

@@ -6,6 +6,8 @@ often each token came up with what the correct code (and each known mistake) wou
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import Check, shape_of, wrong_shape
@@ -140,8 +142,15 @@ def _check_temperature(check: Check, fn) -> None:
             check.stop(f"temperature {temperature} works backwards: divide the logits by the "
                        f"temperature, don't multiply")
         else:
-            check.stop(f"at temperature {temperature} the samples do not follow "
-                       f"softmax(logits / temperature)")
+            # The samples may follow softmax(logits / t) for some other t: name which.
+            others = {f"the temperature is applied twice (logits / temperature**2 = logits / "
+                      f"{temperature**2:g}): divide the logits by it once": temperature**2,
+                      f"the logits are divided by sqrt(temperature) = {math.sqrt(temperature):.3g}: "
+                      f"divide by the temperature itself": math.sqrt(temperature)}
+            found = next((m for m, t in others.items()
+                          if _tv(freq, _softmax(LOGITS, t)) <= CLOSE), None)
+            check.stop(found or f"at temperature {temperature} the samples do not follow "
+                                f"softmax(logits / temperature)")
 
 
 def _check_top_k(check: Check, fn) -> None:
