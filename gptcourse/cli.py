@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.set_defaults(func=cmd_sample)
 
     da = commands.add_parser("data", help="download everything once, for offline or classroom use",
-                             description="Download Tiny Shakespeare, the Korean corpus and GPT-2's "
-                                         "tokenizer files, the instruction data into "
+                             description="Download Tiny Shakespeare, the Korean corpus, the "
+                                         "instruction data and GPT-2's tokenizer files into "
                                          "their caches and verify them. Set GPTCOURSE_DATA_DIR and "
                                          "TIKTOKEN_CACHE_DIR to choose the folders.")
     da.set_defaults(func=cmd_data)
