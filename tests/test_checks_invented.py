@@ -280,3 +280,13 @@ def test_sampling_with_the_temperature_applied_twice_is_named():
         return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
 
     assert named(check_sample_next(twice), "the temperature is applied twice")
+
+
+# --- cached attention scaled by the width instead of the head size --------------------------------
+def test_cached_attention_scaled_by_the_width_is_named():
+    from gptcourse.checks.kvcache import _attention_variant, check_attention_with_cache
+
+    def by_width(att, x, past_k, past_v):
+        return _attention_variant(att, x, past_k, past_v, scale=math.sqrt(att.d_out))
+
+    assert named(check_attention_with_cache(by_width), "divided by sqrt(emb_dim)")

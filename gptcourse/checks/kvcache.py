@@ -51,7 +51,8 @@ def _attention_variant(att: MultiHeadAttention, x, past_k, past_v, *, mask="offs
         k = torch.cat([past_k, k] if order == "past first" else [k, past_k], dim=2)
         v = torch.cat([past_v, v] if order == "past first" else [v, past_v], dim=2)
     Tq, Tk = q.size(2), k.size(2)
-    scores = q @ k.transpose(-2, -1) / (math.sqrt(att.head_dim) if scale else 1.0)
+    divisor = math.sqrt(att.head_dim) if scale is True else 1.0 if scale is False else scale
+    scores = q @ k.transpose(-2, -1) / divisor
     rows = {"offset": slice(Tk - Tq, Tk), "top-left": slice(0, Tq), "none": None}[mask]
     if rows is not None:
         scores = scores.masked_fill(~att.mask[rows, :Tk], float("-inf"))
@@ -66,6 +67,12 @@ ATTENTION_MISTAKES = {
     "the mask is not shifted: with cached keys, new token i sits at position T_past + i, so take "
     "rows T_past:T_past+T_new of the causal mask, not rows 0:T_new": dict(mask="top-left"),
     "the scores are not scaled: divide q @ k^T by sqrt(head_dim)": dict(scale=False),
+    # Scaled by another size in play: the width, or the number of heads (and their square roots).
+    **{f"the scores are divided by {label}: divide by sqrt(head_dim) = "
+       f"{math.sqrt(CFG.head_dim):.3g}, the size of each head's q and k": dict(scale=value)
+       for label, value in [(f"sqrt(emb_dim) = {math.sqrt(CFG.emb_dim):.3g}", math.sqrt(CFG.emb_dim)),
+                            (f"head_dim = {CFG.head_dim}", float(CFG.head_dim)),
+                            (f"sqrt(n_heads) = {math.sqrt(CFG.n_heads):.3g}", math.sqrt(CFG.n_heads))]},
 }
 
 
