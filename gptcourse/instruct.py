@@ -111,10 +111,12 @@ def split_entries(entries: Sequence[dict], val_fraction: float = 0.05, test_frac
     if val_fraction + test_fraction >= 1:
         raise InputError(f"val_fraction + test_fraction must leave entries to train on, got "
                          f"{val_fraction} + {test_fraction}")
+    # Held out by prompt, so a repeated question goes to test with all its copies.
+    held_out = {user_text(e) for e in entries if hold_out_checkable and checkable_answer(e) is not None}
     splits = Splits([], [], [])
     for entry in entries:
         position = split_position(entry)
-        if position < test_fraction or (hold_out_checkable and checkable_answer(entry) is not None):
+        if position < test_fraction or user_text(entry) in held_out:
             splits.test.append(entry)
         elif position < test_fraction + val_fraction:
             splits.val.append(entry)

@@ -129,8 +129,9 @@ def test_split_is_deterministic_disjoint_and_follows_its_rule(entries):
         assert sorted(map(json.dumps, ours)) == sorted(map(json.dumps, theirs))
 
 
-def test_a_repeated_prompt_never_lands_in_two_splits(entries):
-    splits = split_entries(entries)
+@pytest.mark.parametrize("hold_out_checkable", [False, True])
+def test_a_repeated_prompt_never_lands_in_two_splits(entries, hold_out_checkable):
+    splits = split_entries(entries, hold_out_checkable=hold_out_checkable)
     where = {}
     for name, split in zip(splits._fields, splits):
         for e in split:
