@@ -105,6 +105,8 @@ def stream_tokens(model: torch.nn.Module, prompt_ids: Sequence[int], max_new_tok
     require_optional_int("top_k", top_k, 1, cfg.vocab_size, "vocab_size")
     require_generator("generator", generator)
     stop = set(stop_ids)
+    if max_new_tokens == 0:
+        return
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -169,6 +171,7 @@ class Chat:
         require_optional_int("seed", seed, low=0, hint=" (None: not seeded)")
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
         self.end_id = tokenizer.special_tokens[IM_END]
+        self.last_reply_ids: list[int] = []  # the last finished reply's tokens, its end token included
 
     def stream(self, text: str) -> Iterator[str]:
         """Add the user's `text`, then yield the reply's text as it is generated."""
