@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .chat import Chat, stream_text, stream_tokens
-from .validate import require_int, require_number, require_optional_int
+from .validate import InputError, require_int, require_number, require_optional_int
 
 CHAT_EPILOG = """examples:
   gptcourse chat                                      chat with SmolLM2-135M-Instruct
@@ -74,7 +74,7 @@ def cmd_chat(args: argparse.Namespace, read: Callable[[str], str] | None = None)
                 print(piece, end="", flush=True)
         except KeyboardInterrupt:
             print(" [stopped]", end="")
-        except ValueError as exc:  # e.g. a character the model's tokenizer does not know
+        except InputError as exc:  # e.g. a character the model's tokenizer does not know
             print(f"(cannot continue this text: {exc})", end="")
         finally:
             if pieces is not None:
