@@ -28,7 +28,8 @@ from .signature import number_signature, shape_signature, signature, value_signa
 
 __all__ = ["Check", "StopCheck", "close", "diagnose", "shape_of", "wrong_shape", "explain_error",
            "signature", "shape_signature", "value_signature", "number_signature", "ERROR_KINDS",
-           "PYTHON_ERRORS", "TORCH_ERRORS", "Known", "PASS_MARK", "FAIL_MARK", "NOT_WRITTEN"]
+           "PYTHON_ERRORS", "TORCH_ERRORS", "Known", "PASS_MARK", "FAIL_MARK", "NOT_WRITTEN",
+           "learner_name"]
 
 PASS_MARK = "✅"
 FAIL_MARK = "❌"
@@ -178,6 +179,13 @@ def diagnose(actual: Any, mistakes: Mapping[str, Any], default: str, atol: float
         if found:
             return f"{found}; {default}"
     return default
+
+
+def learner_name(obj: Any, default: str) -> str:
+    """The name the learner gave a function or class; `default` (the exercise's) when it has none
+    that is an identifier, as for a lambda."""
+    name = getattr(obj, "__name__", "")
+    return name if isinstance(name, str) and name.isidentifier() else default
 
 
 def shape_of(value: Any) -> str:

@@ -6,8 +6,8 @@ import torch
 
 from ..config import GPTConfig
 from ..layers import TransformerBlock
-from . import Check, close, diagnose, wrong_shape
-from .layers import LAYER_ERRORS, _name
+from . import Check, close, diagnose, learner_name, wrong_shape
+from .layers import LAYER_ERRORS
 
 # Batch 2, 6 tokens, width 16, 2 heads of 8: every size differs, so a wrong one can be named.
 BLOCK_CFG = GPTConfig(vocab_size=10, context_length=6, emb_dim=16, n_heads=2, n_layers=1,
@@ -85,7 +85,7 @@ BLOCK_MISTAKES = {
 
 
 def _make_block(check: Check, block_class, cfg: GPTConfig):
-    block = check.call(f"{_name(block_class, 'TransformerBlock')}(cfg)", block_class, cfg)
+    block = check.call(f"{learner_name(block_class, 'TransformerBlock')}(cfg)", block_class, cfg)
     ref = TransformerBlock(cfg)
     check.copy_weights(block, ref, "the block's parameters are named differently from the reference: "
                        "keep self.att, self.ff, self.norm1, self.norm2 and self.drop_shortcut from __init__")

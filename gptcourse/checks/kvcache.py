@@ -11,7 +11,7 @@ from ..config import GPTConfig
 from ..generate import generate_text_simple
 from ..kvcache import KVCache, block_with_cache
 from ..model import GPTModel
-from . import Check, close, diagnose, shape_of, wrong_shape
+from . import Check, close, diagnose, learner_name, shape_of, wrong_shape
 
 # Every size differs (batch 2, 3 layers, 4 heads of 6, width 24, context 12, vocabulary 61), so a
 # wrong size in an output names itself.
@@ -21,12 +21,6 @@ KV_SIZES = {"head_dim": 6, "n_heads": 4, "emb_dim": 24, "n_layers": 3, "vocab_si
 WRONG_DIM = ("torch.cat on the wrong dimension: keys and values are (B, n_heads, T, head_dim) and "
              "the cache grows along time, dim=2 (torch.cat([past_k, k], dim=2))")
 CACHE_ERRORS = {"Sizes of tensors must match except in dimension": WRONG_DIM}  # a failing torch.cat
-
-
-def _learner_name(fn, default: str) -> str:
-    """The name the learner gave the function (a lambda has none: use the notebook's name)."""
-    name = getattr(fn, "__name__", "")
-    return name if name.isidentifier() else default
 
 
 def _span(start: int, stop: int) -> str:
@@ -78,7 +72,7 @@ ATTENTION_MISTAKES = {
 
 def check_attention_with_cache(attention_fn) -> Check:
     """Check attention_fn(att, x, past_k, past_v) -> (out, keys, values) against full attention."""
-    name = _learner_name(attention_fn, "attention_with_cache")
+    name = learner_name(attention_fn, "attention_with_cache")
     with Check(name, known=CACHE_ERRORS) as check:
         model = _sample_model()
         att = model.trf_blocks[0].att
@@ -148,7 +142,7 @@ STEPS = [(0, 5), (5, 6), (6, 9), (9, 10)]
 
 def check_forward_with_cache(forward_fn) -> Check:
     """Check forward_fn(model, idx_new, cache) -> logits against the uncached model."""
-    name = _learner_name(forward_fn, "forward_with_cache")
+    name = learner_name(forward_fn, "forward_with_cache")
     with Check(name, known=CACHE_ERRORS) as check:
         model = _sample_model()
         idx = torch.randint(0, CFG.vocab_size, (2, 10), generator=torch.Generator().manual_seed(2))

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from ..config import GPTConfig
 from ..layers import FeedForward, LayerNorm, gelu_exact
-from . import Check, close, diagnose, shape_of, wrong_shape
+from . import Check, close, diagnose, learner_name, shape_of, wrong_shape
 
 KEEPDIM = ("the shapes do not broadcast: did you forget keepdim=True in mean/var? "
            "Without it the (B, T) statistics cannot line up with the (B, T, C) input")
@@ -19,10 +19,6 @@ LAYER_ERRORS = {
     "Dimension out of range": "use dim=-1 (the last dimension) rather than a fixed number, "
                               "so that inputs of any shape work",
 }
-
-
-def _name(obj, default: str) -> str:
-    return getattr(obj, "__name__", default)
 
 
 # --- LayerNorm ---------------------------------------------------------------------------------
@@ -112,12 +108,10 @@ def _parameter_findings(check: Check, ln, emb_dim: int) -> bool:
 def check_layernorm(layer_norm_class) -> Check:
     """Check a learner's LayerNorm(emb_dim) class against the reference and common mistakes."""
     with Check("LayerNorm", seed=0, known=LAYER_ERRORS) as check:
-        name = _name(layer_norm_class, "LayerNorm")
-        emb_dim = 8
+        name, emb_dim = learner_name(layer_norm_class, "LayerNorm"), 8
         ln = check.call(f"{name}({emb_dim})", layer_norm_class, emb_dim)
         usable = _parameter_findings(check, ln, emb_dim)
-        x = _layernorm_input()
-        ref = LayerNorm(emb_dim)
+        x, ref = _layernorm_input(), LayerNorm(emb_dim)
         with torch.no_grad():
             out = check.call(f"{name}({emb_dim})(x)", ln, x.clone())
             if not isinstance(out, torch.Tensor) or out.shape != x.shape:
@@ -252,7 +246,7 @@ def check_gelu(gelu) -> Check:
     with Check("GELU", seed=0, known=LAYER_ERRORS) as check:
         fn = gelu
         if isinstance(gelu, type):
-            fn = check.call(f"{_name(gelu, 'GELU')}()", gelu)
+            fn = check.call(f"{learner_name(gelu, 'GELU')}()", gelu)
         x = torch.linspace(-6, 6, 241)
         with torch.no_grad():
             out = check.call("GELU(x)", fn, x.clone())
@@ -286,7 +280,7 @@ def check_feed_forward(feed_forward_class) -> Check:
     """Check FeedForward(cfg): Linear(C, 4C) -> GELU (tanh) -> Linear(4C, C) in `self.layers`."""
     with Check("FeedForward", seed=0, known=LAYER_ERRORS) as check:
         C = FF_CFG.emb_dim
-        ff = check.call(f"{_name(feed_forward_class, 'FeedForward')}(cfg)", feed_forward_class, FF_CFG)
+        ff = check.call(f"{learner_name(feed_forward_class, 'FeedForward')}(cfg)", feed_forward_class, FF_CFG)
         layers = getattr(ff, "layers", None)
         if not isinstance(layers, nn.Sequential) or len(layers) != 3:
             check.stop("keep the three parts in self.layers = nn.Sequential(Linear, GELU, Linear), "
