@@ -53,7 +53,7 @@ Chapter 10, fine-tuning
     adapter     saving and loading a LoRA adapter alone
 Used throughout
     validate    require_* validators: one rule and one wording for bad arguments
-    checks      the exercises' checkers (check_*), one module per chapter
+    checks      the exercises' checkers (check_*), one module per topic
     exercises   turns solutions/ notebooks into exercises/ notebooks
     progress    progress bars: live while running, the final state in stored notebooks
     lab         `make lab`: the learner's own workspace copy, then JupyterLab

@@ -8,7 +8,6 @@ right, and why: the working, or the likely slip behind a wrong number.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
 import torch
@@ -21,75 +20,17 @@ from ..layers import TransformerBlock
 from ..loss import calc_loss_batch
 from ..model import GPTModel
 from . import Check
+from .slips import Slip, judge_prediction, read_prediction, unit_slips
 
 GPT2_SMALL = GPTConfig(vocab_size=50257, context_length=1024, emb_dim=768, n_heads=12,
                        n_layers=12, drop_rate=0.0, qkv_bias=True)
-
-
-def _predict(check: Check, prediction_fn: Callable, name: str) -> float:
-    value = check.call(f"{name}()", prediction_fn)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        check.stop(f"{name}() should return your prediction as a number, got {type(value).__name__}")
-    return float(value)
-
-
-# A slip: the diagnosis, the number it gives, and how close a prediction must be to it.
-Slip = tuple[str, float, float]
-SCALED = 0.01  # a prediction given in thousands or millions is usually rounded: allow 1%
-
-
-def _units(actual: float, kind: str) -> list[Slip]:
-    """Slips of unit or scale any prediction of this kind can make."""
-    slips: list[Slip] = []
-    if kind in ("count", "bytes") and actual >= 1e4:
-        slips.append(("that is the count in thousands: give the plain number (1,000 times more)",
-                      actual / 1e3, SCALED))
-    if kind == "count" and actual >= 1e6:
-        slips.append(("that is the count in millions: give the plain number (1,000,000 times more)",
-                      actual / 1e6, SCALED))
-    if kind == "bytes":
-        slips += [
-            ("that is the size in MiB (2**20 bytes): the question asks for bytes", actual / 2**20, SCALED),
-            ("that is the size in MB (10**6 bytes): the question asks for bytes", actual / 1e6, SCALED),
-            ("that counts bits: a byte is 8 bits, and float32 takes 4 bytes", actual * 8, 0.0),
-        ]
-    if actual:
-        slips.append(("the sign is wrong: this quantity is positive", -actual, 0.0))
-    return slips
-
-
-def _judge(check: Check, predicted: float, actual: float, why: str, slips: list[Slip],
-           rel_tol: float = 0.0, kind: str = "count") -> None:
-    """A pass with the working, or a fail naming the slip whose number matches the prediction:
-    the chapter's own slips first, then slips of sign and unit any prediction can make."""
-    if math.isclose(predicted, actual, rel_tol=rel_tol, abs_tol=1e-9):
-        check.ok(f"right: measured {_fmt(actual)}. {why}")
-        return
-    head = f"you predicted {_fmt(predicted)}, measured {_fmt(actual)}"
-    for slip, wrong, tol in [*slips, *_units(actual, kind)]:
-        if math.isclose(predicted, wrong, rel_tol=max(rel_tol, tol, 1e-9), abs_tol=1e-12):
-            check.fail(f"{head}: {slip}. {why}")
-            return
-    if kind != "loss" and math.isclose(predicted, actual, rel_tol=SCALED):
-        check.fail(f"{head}: close, but not exact; work the count out exactly, term by term. {why}")
-        return
-    ratio = predicted / actual if actual else math.inf
-    hint = (f" (your number is {ratio:.3g} times the measured one: look for a factor you left out "
-            f"or added)" if actual and ratio > 0 and not 0.8 < ratio < 1.25 else "")
-    check.fail(f"{head}{hint}. {why}")
 
 
 def slip_table(checker: Callable) -> tuple[float, float, list[Slip]]:
     """(actual, tolerance of a right answer, every slip with its number) for a prediction
     checker: what the tests use to prove that every slip gives its own distinct answer."""
     actual, rel_tol, kind, slips = PROBLEMS[checker]()
-    return actual, rel_tol, [*slips, *_units(actual, kind)]
-
-
-def _fmt(value: float) -> str:
-    return f"{int(value):,}" if float(value).is_integer() else f"{value:.4g}"
+    return actual, rel_tol, [*slips, *unit_slips(actual, kind)]
 
 
 # Each question is a function giving (actual, tolerance, kind, slips), measured where it can be on
@@ -119,13 +60,13 @@ def _window_count() -> tuple:
 def check_window_count_prediction(prediction_fn) -> Check:
     """How many windows SlidingWindowDataset makes from 1,000 ids (context 64, stride 24)."""
     with Check("window count prediction") as check:
-        predicted = _predict(check, prediction_fn, "predicted_window_count")
+        predicted = read_prediction(check, prediction_fn, "predicted_window_count")
         n, T, s = WINDOWS.values()
         actual, rel_tol, kind, slips = _window_count()
         why = (f"A window starting at i needs ids i .. i + {T} (its last target), so the last start "
                f"is at most {n} - {T} - 1 = {n - T - 1}; the starts 0, {s}, {2 * s}, ... up to it "
                f"number ({n - T - 1}) // {s} + 1 = {actual}")
-        _judge(check, predicted, actual, why, slips, rel_tol, kind)
+        judge_prediction(check, predicted, actual, why, slips, rel_tol, kind)
     return check
 
 
@@ -151,12 +92,12 @@ def _uniform_loss(vocab_size: int = 65) -> tuple:
 def check_uniform_loss_prediction(prediction_fn, vocab_size: int = 65) -> Check:
     """The cross-entropy of a model that gives every one of `vocab_size` characters the same chance."""
     with Check("uniform loss prediction") as check:
-        predicted = _predict(check, prediction_fn, "predicted_uniform_loss")
+        predicted = read_prediction(check, prediction_fn, "predicted_uniform_loss")
         actual, rel_tol, kind, slips = _uniform_loss(vocab_size)
         why = (f"Each of the {vocab_size} characters gets probability 1/{vocab_size}, so every "
                f"position costs -ln(1/{vocab_size}) = ln({vocab_size}) ≈ {actual:.4f} nats, "
                f"whatever the text")
-        _judge(check, predicted, actual, why, slips, rel_tol, kind)
+        judge_prediction(check, predicted, actual, why, slips, rel_tol, kind)
     return check
 
 
@@ -182,12 +123,12 @@ def _attention_params(d: int = 64, num_heads: int = 4) -> tuple:
 def check_attention_params_prediction(prediction_fn, d: int = 64, num_heads: int = 4) -> Check:
     """The parameter count of MultiHeadAttention(d, d, ..., num_heads, qkv_bias=False)."""
     with Check("attention parameter prediction") as check:
-        predicted = _predict(check, prediction_fn, "predicted_attention_params")
+        predicted = read_prediction(check, prediction_fn, "predicted_attention_params")
         actual, rel_tol, kind, slips = _attention_params(d, num_heads)
         why = (f"Query, key and value are each one ({d}, {d}) matrix shared by all heads, and the "
                f"output projection is ({d}, {d}) plus a bias of {d}: 4 * {d}² + {d} = {actual}. "
                f"The number of heads only decides how the {d} features are split")
-        _judge(check, predicted, actual, why, slips, rel_tol, kind)
+        judge_prediction(check, predicted, actual, why, slips, rel_tol, kind)
     return check
 
 
@@ -215,13 +156,13 @@ def _block_params(d: int = 128) -> tuple:
 def check_block_params_prediction(prediction_fn, d: int = 128) -> Check:
     """The parameter count of one TransformerBlock with emb_dim d (qkv_bias=False)."""
     with Check("block parameter prediction") as check:
-        predicted = _predict(check, prediction_fn, "predicted_block_params")
+        predicted = read_prediction(check, prediction_fn, "predicted_block_params")
         actual, rel_tol, kind, slips = _block_params(d)
         why = (f"Attention: 4 * {d}² + {d} (q, k, v without bias, the output projection with). "
                f"Feed-forward: {d} -> {4 * d} -> {d} with biases, 8 * {d}² + 5 * {d}. Two "
                f"LayerNorms: 4 * {d}. In all 12 * {d}² + 10 * {d} = {actual}: the feed-forward "
                f"network holds two thirds")
-        _judge(check, predicted, actual, why, slips, rel_tol, kind)
+        judge_prediction(check, predicted, actual, why, slips, rel_tol, kind)
     return check
 
 
@@ -242,7 +183,7 @@ def _tying_savings() -> tuple:
 def check_tying_savings_prediction(prediction_fn) -> Check:
     """How many parameters weight tying saves in GPT-2 small (V = 50,257, d = 768)."""
     with Check("weight tying prediction") as check:
-        predicted = _predict(check, prediction_fn, "predicted_tying_savings")
+        predicted = read_prediction(check, prediction_fn, "predicted_tying_savings")
         small = GPTConfig(vocab_size=97, context_length=16, emb_dim=24, n_heads=2, n_layers=2)
 
         def count(cfg: GPTConfig) -> int:  # unique parameters: a tied matrix counts once
@@ -256,7 +197,7 @@ def check_tying_savings_prediction(prediction_fn) -> Check:
         why = (f"Tying removes the output head's own (V, d) matrix: {V:,} * {d} = {actual:,} "
                f"parameters, about a quarter of the untied model (measured on a small model: exactly "
                f"vocab_size * emb_dim). The head has no bias, so nothing else goes")
-        _judge(check, predicted, actual, why, slips, rel_tol, kind)
+        judge_prediction(check, predicted, actual, why, slips, rel_tol, kind)
     return check
 
 
@@ -287,13 +228,13 @@ def _initial_loss(vocab_size: int = 65) -> tuple:
 def check_initial_loss_prediction(prediction_fn, vocab_size: int = 65) -> Check:
     """The loss of a freshly initialised GPTModel: close to ln(vocab_size), within 5%."""
     with Check("initial loss prediction", seed=0) as check:
-        predicted = _predict(check, prediction_fn, "predicted_initial_loss")
+        predicted = read_prediction(check, prediction_fn, "predicted_initial_loss")
         actual, rel_tol, kind, slips = _initial_loss(vocab_size)
         uniform = math.log(vocab_size)
         why = (f"Small random weights give nearly equal logits, so the model starts close to a "
                f"uniform guess: ln({vocab_size}) ≈ {uniform:.3f} nats (measured {actual:.3f}). A first "
                f"loss far above this means the initialisation is too large")
-        _judge(check, predicted, actual, why, slips, rel_tol, kind)
+        judge_prediction(check, predicted, actual, why, slips, rel_tol, kind)
     return check
 
 
@@ -326,7 +267,7 @@ def _kv_cache_bytes(tokens: int = KV_TOKENS) -> tuple:
 def check_kv_cache_bytes_prediction(prediction_fn, tokens: int = KV_TOKENS) -> Check:
     """The bytes GPT-2 medium's KV cache holds after `tokens` tokens of one sequence, in float32."""
     with Check("KV cache size prediction") as check:
-        predicted = _predict(check, prediction_fn, "predicted_kv_cache_bytes")
+        predicted = read_prediction(check, prediction_fn, "predicted_kv_cache_bytes")
         # Measure the rule on a small cache: keys and values of every layer, 4 bytes a number.
         cache, small = KVCache(3), dict(heads=2, head_dim=5, tokens=7)
         for layer in range(3):
@@ -340,7 +281,7 @@ def check_kv_cache_bytes_prediction(prediction_fn, tokens: int = KV_TOKENS) -> C
         why = (f"Every layer keeps a key and a value vector of d = {d} numbers per token, 4 bytes "
                f"each in float32: 2 * {L} * {tokens} * {d} * 4 = {actual:,} bytes (about "
                f"{actual / 2**20:.1f} MiB). The heads split d; they do not multiply it")
-        _judge(check, predicted, actual, why, slips, rel_tol, kind)
+        judge_prediction(check, predicted, actual, why, slips, rel_tol, kind)
     return check
 
 
