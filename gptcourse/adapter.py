@@ -7,15 +7,12 @@ read with torch.load(weights_only=True), which cannot run code hidden in a file.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .checkpoint import CHECKSUM_KEY, payload_checksum
+from .checkpoint import CHECKSUM_KEY, payload_checksum, torch_save_atomically
 from .lora import LoRALinear, inject_lora, lora_layers
 from .validate import InputError, require_instance
 
@@ -69,22 +66,10 @@ def save_adapter(path: str | Path, model: nn.Module, extra: dict | None = None) 
     payload = {"format": ADAPTER_FORMAT, "version": ADAPTER_VERSION, **_settings(model),
                "adapter": adapter_state_dict(model), "extra": dict(extra or {})}
     payload[CHECKSUM_KEY] = payload_checksum(payload)
-    tmp_name = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)   # mkstemp makes it owner-only
-        os.replace(tmp_name, path)  # atomic: readers see the old file or the new one
+        torch_save_atomically(payload, path)
     except (OSError, RuntimeError) as exc:
         raise AdapterError(f"could not save {path}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                Path(tmp_name).unlink(missing_ok=True)
     return path
 
 

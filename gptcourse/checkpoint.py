@@ -96,6 +96,23 @@ def save_checkpoint(path: str | Path, model: GPTModel, state: TrainState | None 
             },
         })
     payload[CHECKSUM_KEY] = payload_checksum(payload)
+    try:
+        torch_save_atomically(payload, path)
+    except (OSError, RuntimeError) as exc:
+        # torch reports a full disk as a RuntimeError from its zip writer: look at the space left.
+        reason = describe_os_error(exc) if isinstance(exc, OSError) else _guess_reason(path, exc)
+        kept = (f"the last good checkpoint {path} is intact" if path.is_file()
+                else "no earlier checkpoint was saved")
+        raise CheckpointError(f"could not save {path}: {reason}; {kept}") from exc
+    return path
+
+
+def torch_save_atomically(payload: dict, path: Path) -> None:
+    """torch.save into a temp file beside `path`, on disk (fsync), then renamed over `path`.
+
+    Readers see the old file or the new one, never half of one; the temp file never stays.
+    Raises what the writing raised (OSError, or RuntimeError from torch's zip writer).
+    """
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,19 +121,12 @@ def save_checkpoint(path: str | Path, model: GPTModel, state: TrainState | None 
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())  # on disk before the rename makes it visible
-        os.chmod(tmp_name, 0o644)      # mkstemp makes it owner-only; a checkpoint is a normal file
+        os.chmod(tmp_name, 0o644)      # mkstemp makes it owner-only; these are normal files
         os.replace(tmp_name, path)     # atomic: readers see the old file or the new one
-    except (OSError, RuntimeError) as exc:
-        # torch reports a full disk as a RuntimeError from its zip writer: look at the space left.
-        reason = describe_os_error(exc) if isinstance(exc, OSError) else _guess_reason(path, exc)
-        kept = (f"the last good checkpoint {path} is intact" if path.is_file()
-                else "no earlier checkpoint was saved")
-        raise CheckpointError(f"could not save {path}: {reason}; {kept}") from exc
     finally:
         if tmp_name is not None:
             with contextlib.suppress(OSError):  # cleaning up must not hide the real error
                 Path(tmp_name).unlink(missing_ok=True)
-    return path
 
 
 def _guess_reason(path: Path, exc: BaseException) -> str:

@@ -40,3 +40,22 @@ def _one_thread():
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+# SmolLM2 (chapter 9): loaded once for every test file that reads it, never changed by them.
+@pytest.fixture(scope="session")
+def smol():
+    """SmolLM2-135M-Instruct in LlamaModel, and its tokenizer (gptcourse.smollm2)."""
+    from gptcourse.smollm2 import load_smollm2
+
+    return load_smollm2()
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer():
+    """transformers' tokenizer built from the same GGUF file: the independent reference."""
+    transformers = pytest.importorskip("transformers")
+    from gptcourse.smollm2 import smollm2_path
+
+    path = smollm2_path()
+    return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

@@ -17,7 +17,6 @@ from gptcourse.chat import (
 from gptcourse.config import GPTConfig
 from gptcourse.generate import generate
 from gptcourse.model import GPTModel
-from gptcourse.smollm2 import load_smollm2, smollm2_path
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Hi"}],
@@ -28,16 +27,6 @@ CONVERSATIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def smol():
-    return load_smollm2()
-
-
-@pytest.fixture(scope="module")
-def hf_tokenizer():
-    transformers = pytest.importorskip("transformers")
-    path = smollm2_path()
-    return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 @pytest.mark.parametrize("add_prompt", [True, False])

@@ -30,16 +30,6 @@ HARD = ["안녕하세요, 대한민국 헌법 제1조", "emoji 🤗🎉👩\u200
 DIGIT_EDGES = ["a  1", "total:\n\n 42", "٣٤٥ ⅷ ²"]
 
 
-@pytest.fixture(scope="module")
-def smol():
-    return load_smollm2()
-
-
-@pytest.fixture(scope="module")
-def hf_tokenizer():
-    transformers = pytest.importorskip("transformers")
-    path = smollm2_path()
-    return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 
 def test_config_read_from_the_metadata(smol):
