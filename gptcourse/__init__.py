@@ -38,6 +38,8 @@ Chapter 7, beyond
     lowprec     decoding with fewer bytes per weight: bf16 and int8 copies, greedy agreement
 Chapter 8, tokenizers from scratch
     bpe         byte-level BPE: pair counts, merges, training, encode and decode
+    pretokenize the pre-tokenizer: the pieces BPE merges inside of (GPT-2's pattern, stages)
+    bpe_inputs  checking what a BPE tokenizer is built from: ids, merges, special tokens
     gpt2_bpe    GPT-2's own merges rebuilt from tiktoken's ranks, for the BPE tokenizer
 Chapter 9, a modern LLM
     gguf_file   reading a GGUF file: header, metadata, tensor table, Q4_1 and Q8_0 dequantisation

@@ -13,17 +13,20 @@ from numbers import Integral
 
 import regex
 
+from .bpe_inputs import (
+    Pair,
+    check_byte_ids,
+    check_merges,
+    check_pattern,
+    check_special_token_names,
+    check_special_tokens,
+)
+from .pretokenize import GPT2_SPLIT_PATTERN, split_text
 from .progress import progress_bar
 from .validate import ArgumentTypeError, InputError, require_flag
 
-# GPT-2's pre-tokenizer: contractions, words with an optional leading space, numbers, runs of
-# other symbols, and whitespace. Merges never cross the boundaries between these pieces.
-GPT2_SPLIT_PATTERN = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-)
 END_OF_TEXT = "<|endoftext|>"
 
-Pair = tuple[int, int]
 
 
 # --- the two steps of training ------------------------------------------------------------------
@@ -64,84 +67,6 @@ def best_pair(counts: dict[Pair, int]) -> Pair:
     return min(counts, key=lambda pair: (-counts[pair], pair))
 
 
-def split_text(text: str, pattern: str | Sequence[str] | None = GPT2_SPLIT_PATTERN) -> list[str]:
-    """Cut `text` into the pieces that BPE merges inside of (the whole text if pattern is None).
-
-    Text between two matches of the pattern becomes a piece of its own: a pattern that does not
-    cover every character never loses any (the same rule as Hugging Face's pre-tokenizers).
-    A tuple of patterns splits in stages: each pattern cuts the pieces the one before it made.
-    SmolLM2 (chapter 9) first puts every digit in a piece of its own, then uses GPT-2's pattern.
-    """
-    if not isinstance(text, str):
-        raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
-    if pattern is None:
-        return [text] if text else []
-    stages = [check_pattern(pattern)] if isinstance(pattern, str) else check_pattern(pattern)
-    pieces = [text] if text else []
-    for stage in stages:
-        compiled = regex.compile(stage)  # the regex module keeps compiled patterns in a cache
-        pieces = [part for piece in pieces for part in _split_once(compiled, piece)]
-    return pieces
-
-
-def _split_once(compiled: regex.Pattern, text: str) -> list[str]:
-    """The matches of `compiled` in `text`, with the text between them kept as pieces too."""
-    if not compiled.groups:  # findall returns whole matches: the fast path
-        pieces = compiled.findall(text)
-        if sum(map(len, pieces)) == len(text):
-            return [piece for piece in pieces if piece]  # the matches cover every character
-    pieces = []
-    end = 0  # how far the pieces so far reach
-    for match in compiled.finditer(text):
-        if match.start() > end:
-            pieces.append(text[end:match.start()])  # not matched: kept, never dropped
-        if match.end() > match.start():
-            pieces.append(match.group())  # the whole match, even if the pattern has groups
-        end = max(end, match.end())
-    if end < len(text):
-        pieces.append(text[end:])
-    return pieces
-
-
-def check_pattern(pattern, name: str = "pattern") -> str | tuple[str, ...] | None:
-    """`pattern` as split_text takes it (None, a regex, or a tuple of them), or a clear error."""
-    if pattern is None:
-        return None
-    stages = (pattern,) if isinstance(pattern, str) else pattern
-    if isinstance(pattern, (bytes, bytearray)) or not isinstance(stages, (list, tuple)) or not stages:
-        raise ArgumentTypeError(f"{name} must be None, a regular expression (a str) or a tuple "
-                                f"of them, got {pattern!r}")
-    for stage in stages:
-        if not isinstance(stage, str):
-            raise ArgumentTypeError(f"{name} must be None, a regular expression (a str) or a "
-                                    f"tuple of them; it holds {stage!r}")
-        try:
-            regex.compile(stage)
-        except regex.error as exc:
-            raise InputError(f"{name} {stage!r} is not a valid regular expression ({exc})") from None
-    return pattern if isinstance(pattern, str) else tuple(pattern)
-
-
-def _check_special_token_names(tokens, name: str = "special_tokens") -> list[str]:
-    """Special-token strings: each a non-empty str, listed once."""
-    if isinstance(tokens, (str, bytes)):
-        raise ArgumentTypeError(f"{name} must be a list of strings, e.g. [{tokens!r}], got the "
-                                f"single string {tokens!r} (it would make every character a "
-                                f"special token)")
-    try:
-        tokens = list(tokens)
-    except TypeError:
-        raise ArgumentTypeError(f"{name} must be a list of strings, got {tokens!r}") from None
-    for token in tokens:
-        if not isinstance(token, str):
-            raise ArgumentTypeError(f"{name} must hold strings, got {token!r}")
-        if not token:
-            raise InputError(f"{name} holds the empty string \"\": a special token needs at "
-                             f"least one character (the empty one would match between every "
-                             f"two characters)")
-    return tokens
-
-
 def train_bpe(text: str, vocab_size: int, pattern: str | Sequence[str] | None = GPT2_SPLIT_PATTERN,
               special_tokens: Iterable[str] = (), progress: bool = True) -> BPETokenizer:
     """Learn `vocab_size - 256` merges from `text` and return the tokenizer that applies them.
@@ -159,7 +84,7 @@ def train_bpe(text: str, vocab_size: int, pattern: str | Sequence[str] | None = 
     if vocab_size < 256:
         raise InputError(f"vocab_size must be >= 256 (the 256 byte values), got {vocab_size}")
     pattern = check_pattern(pattern)
-    special_tokens = _check_special_token_names(special_tokens)
+    special_tokens = check_special_token_names(special_tokens)
     require_flag("progress", progress)
     piece_freq: dict[str, int] = {}
     for piece in split_text(text, pattern):
@@ -193,75 +118,6 @@ def train_bpe(text: str, vocab_size: int, pattern: str | Sequence[str] | None = 
     return BPETokenizer(merges, special_tokens=special, pattern=pattern)
 
 
-# --- checking what a tokenizer is built from ------------------------------------------------------
-MAX_ID = 2**31 - 1  # ids index an embedding table: anything larger is a mistake, not a vocabulary
-
-
-def _is_id(value) -> bool:
-    if type(value) is int:  # the common case, checked first: a vocabulary has ~50,000 ids
-        return 0 <= value <= MAX_ID
-    return isinstance(value, Integral) and not isinstance(value, bool) and 0 <= value <= MAX_ID
-
-
-def _check_byte_ids(byte_ids) -> list[int | None]:
-    if byte_ids is None:
-        return list(range(256))
-    if isinstance(byte_ids, (str, bytes, dict)) or not isinstance(byte_ids, Iterable):
-        raise ArgumentTypeError(f"byte_ids must be a list of 256 ids (None for a byte without a "
-                                f"token), got {type(byte_ids).__name__}")
-    byte_ids = list(byte_ids)
-    bad = [i for i in byte_ids if i is not None and not _is_id(i)]
-    if bad:
-        raise InputError(f"byte_ids must hold ids, ints from 0 to {MAX_ID} (or None), got {bad[0]!r}")
-    byte_ids = [None if i is None else int(i) for i in byte_ids]
-    present = [i for i in byte_ids if i is not None]
-    if len(byte_ids) != 256 or len(set(present)) != len(present):
-        raise InputError("byte_ids must give 256 entries, one for each byte value, with "
-                         "different ids (None for a byte the vocabulary has no token for)")
-    return byte_ids
-
-
-def _check_merges(merges) -> dict[Pair, int]:
-    if not isinstance(merges, Mapping):
-        raise ArgumentTypeError(f"merges must be a dict {{(id_a, id_b): new_id}} in the order "
-                                f"they were learned, got {type(merges).__name__}")
-    checked: dict[Pair, int] = {}
-    used: dict[int, Pair] = {}
-    for pair, new_id in merges.items():
-        if not (isinstance(pair, tuple) and len(pair) == 2 and all(map(_is_id, pair))):
-            raise InputError(f"merges must map a pair of ids (id_a, id_b) to a new id; "
-                             f"got the key {pair!r}")
-        if not _is_id(new_id):
-            raise InputError(f"merge {pair} -> {new_id!r}: the new id must be an int from 0 "
-                             f"to {MAX_ID}")
-        pair, new_id = (int(pair[0]), int(pair[1])), int(new_id)
-        if new_id in used:
-            raise InputError(f"merges {used[new_id]} and {pair} both make id {new_id}: every "
-                             f"merge needs an id of its own")
-        used[new_id] = pair
-        checked[pair] = new_id
-    return checked
-
-
-def _check_special_tokens(special_tokens) -> dict[str, int]:
-    if special_tokens is None:
-        return {}
-    if not isinstance(special_tokens, Mapping):
-        raise ArgumentTypeError(f"special_tokens must be a dict {{token: id}}, e.g. "
-                                f"{{'<|endoftext|>': 50256}}, got {special_tokens!r}")
-    _check_special_token_names(list(special_tokens))
-    seen: dict[int, str] = {}
-    for token, i in special_tokens.items():
-        if not _is_id(i):
-            raise InputError(f"special token {token!r} has id {i!r}: an id is an int from 0 "
-                             f"to {MAX_ID}")
-        if int(i) in seen:
-            raise InputError(f"special tokens {seen[int(i)]!r} and {token!r} both have id {i}: "
-                             f"each needs an id of its own")
-        seen[int(i)] = token
-    return {token: int(i) for token, i in special_tokens.items()}
-
-
 # --- the tokenizer ---------------------------------------------------------------------------------
 class BPETokenizer:
     """Encode text with a list of merges, and decode ids back to text.
@@ -276,9 +132,9 @@ class BPETokenizer:
                  pattern: str | Sequence[str] | None = GPT2_SPLIT_PATTERN,
                  byte_ids: Sequence[int | None] | None = None):
         self.pattern = check_pattern(pattern)
-        self.byte_ids = _check_byte_ids(byte_ids)
-        self.merges = _check_merges(merges)
-        self.special_tokens = _check_special_tokens(special_tokens)
+        self.byte_ids = check_byte_ids(byte_ids)
+        self.merges = check_merges(merges)
+        self.special_tokens = check_special_tokens(special_tokens)
         # Every id names one token: a byte, a merge or a special token, never two of them.
         byte_of = {i: b for b, i in enumerate(self.byte_ids) if i is not None}
         pair_of = {new_id: pair for pair, new_id in self.merges.items()}

