@@ -28,6 +28,7 @@ Chapter 5, the GPT
 Chapter 6, training and sampling
     optim       AdamW parameter groups and the warm-up + cosine learning rate
     device      CUDA, then MPS, then the CPU; bf16 autocast on CUDA
+    atomic      writing a file whole or not at all: temp file, fsync, rename
     checkpoint  one atomic, weights_only file to sample from or to resume training
     run_folder  a run's output folder: checked before the first step, locked while it runs
     distributed  torchrun: one model trained by several processes (DDP), rank 0 writes

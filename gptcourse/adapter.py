@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import CHECKSUM_KEY, payload_checksum, torch_save_atomically
+from .atomic import torch_save_atomically
+from .checkpoint import CHECKSUM_KEY, payload_checksum
 from .lora import LoRALinear, inject_lora, lora_layers
 from .validate import InputError, require_instance
 

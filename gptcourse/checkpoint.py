@@ -10,17 +10,16 @@ instead of giving a subtly broken model or resuming from the wrong step.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from .atomic import torch_save_atomically
 from .config import GPTConfig
 from .model import GPTModel
 from .run_folder import describe_os_error
@@ -105,28 +104,6 @@ def save_checkpoint(path: str | Path, model: GPTModel, state: TrainState | None 
                 else "no earlier checkpoint was saved")
         raise CheckpointError(f"could not save {path}: {reason}; {kept}") from exc
     return path
-
-
-def torch_save_atomically(payload: dict, path: Path) -> None:
-    """torch.save into a temp file beside `path`, on disk (fsync), then renamed over `path`.
-
-    Readers see the old file or the new one, never half of one; the temp file never stays.
-    Raises what the writing raised (OSError, or RuntimeError from torch's zip writer).
-    """
-    tmp_name = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())  # on disk before the rename makes it visible
-        os.chmod(tmp_name, 0o644)      # mkstemp makes it owner-only; these are normal files
-        os.replace(tmp_name, path)     # atomic: readers see the old file or the new one
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):  # cleaning up must not hide the real error
-                Path(tmp_name).unlink(missing_ok=True)
 
 
 def _guess_reason(path: Path, exc: BaseException) -> str:
