@@ -21,6 +21,7 @@ CHAT_EPILOG = """examples:
   gptcourse chat                                      chat with SmolLM2-135M-Instruct
   gptcourse chat --temperature 0.7 --top-k 50 --seed 1  sampled replies
   gptcourse chat --checkpoint runs/tinyshakespeare-char  continue text with your own model
+  gptcourse chat --adapter runs/lora/adapter.pt        SmolLM2 with a fine-tuned LoRA adapter
 """
 
 
@@ -30,6 +31,8 @@ def add_chat_parser(commands) -> None:
                              epilog=CHAT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     ch.add_argument("--checkpoint", metavar="FOLDER_OR_FILE", default=None,
                     help="a model from `gptcourse train`: it continues what you type (no chat template)")
+    ch.add_argument("--adapter", metavar="FILE", default=None,
+                    help="a LoRA adapter for SmolLM2 (chapter 10), loaded onto its weights")
     ch.add_argument("--system", default=None, help="a system message for SmolLM2 (default: its own)")
     ch.add_argument("--max-tokens", type=int, default=200, help="the longest reply, in tokens (default 200)")
     ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); 0.7 is livelier")
@@ -47,11 +50,14 @@ def cmd_chat(args: argparse.Namespace, read: Callable[[str], str] | None = None)
     require_number("--temperature", args.temperature, low=0, hint=" (0 means greedy)")
     require_optional_int("--top-k", args.top_k, low=1)
     require_optional_int("--seed", args.seed, low=0)
+    from .adapter import AdapterError
     from .smollm2 import ModelUnavailableError
 
+    if args.checkpoint and args.adapter:
+        raise InputError("--adapter goes with SmolLM2, --checkpoint with your own model: give one")
     try:
         respond, who = (_completion(args) if args.checkpoint else _smollm2_chat(args))
-    except ModelUnavailableError as exc:
+    except (ModelUnavailableError, AdapterError) as exc:
         print(f"gptcourse chat: error: {exc}", file=sys.stderr)
         return 1
     print(f"{who}. Ctrl-C stops a reply; /reset forgets the conversation; /quit or Ctrl-D ends.")
@@ -86,6 +92,12 @@ def _smollm2_chat(args: argparse.Namespace):
     from .smollm2 import load_smollm2
 
     model, tokenizer = load_smollm2()
+    who = "SmolLM2-135M-Instruct"
+    if args.adapter:
+        from .adapter import load_adapter
+
+        load_adapter(args.adapter, model)  # checks that it fits before changing the model
+        who += f" with the adapter {args.adapter}"
     session = Chat(model, tokenizer, system=args.system, max_new_tokens=args.max_tokens,
                    temperature=args.temperature, top_k=args.top_k, seed=args.seed)
 
@@ -97,7 +109,7 @@ def _smollm2_chat(args: argparse.Namespace):
             return _said("(conversation forgotten)")
         return session.stream(line)
 
-    return respond, "SmolLM2-135M-Instruct"
+    return respond, who
 
 
 def _completion(args: argparse.Namespace):

@@ -122,3 +122,32 @@ def test_completion_with_your_own_checkpoint(tmp_path, monkeypatch, capsys):
 def test_bad_flags(flags, message, capsys):
     assert main(["chat", *flags]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_an_adapter_is_loaded_onto_smollm2(tiny_smollm2, tmp_path, capsys):
+    import copy
+
+    from gptcourse.adapter import save_adapter
+    from gptcourse.chat_cli import cmd_chat
+    from gptcourse.cli import build_parser
+    from gptcourse.lora import inject_lora, lora_layers
+
+    model, tokenizer = tiny_smollm2
+    tuned = inject_lora(copy.deepcopy(model), target_names=("W_value", "out_proj", "down"), r=2, alpha=4)
+    with torch.no_grad():
+        for _, layer in lora_layers(tuned):
+            layer.B.weight.normal_(0, 5.0)  # an adapter that changes the replies
+    save_adapter(tmp_path / "adapter.pt", tuned)
+    expected = chat.Chat(tuned, tokenizer, max_new_tokens=6).say("Hi")
+    assert expected != chat.Chat(model, tokenizer, max_new_tokens=6).say("Hi")
+    args = build_parser().parse_args(["chat", "--max-tokens", "6", "--adapter", str(tmp_path / "adapter.pt")])
+    assert cmd_chat(args, read=lines("Hi")) == 0
+    out = capsys.readouterr().out
+    assert "with the adapter" in out and f"model> {expected}" in out
+
+
+def test_a_wrong_adapter_is_one_line(tiny_smollm2, tmp_path, capsys):
+    assert main(["chat", "--adapter", str(tmp_path / "missing.pt")]) == 1
+    assert "no adapter file" in capsys.readouterr().err
+    assert main(["chat", "--adapter", "a.pt", "--checkpoint", "runs/x"]) == 1
+    assert "give one" in capsys.readouterr().err
