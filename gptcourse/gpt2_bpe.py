@@ -54,7 +54,10 @@ def gpt2_bpe() -> BPETokenizer:
     from .tokenizers import gpt2_tokenizer
 
     encoding = gpt2_tokenizer()  # the files from tiktoken's cache, with a clear offline message
-    merges, byte_ids = merges_from_ranks(encoding._mergeable_ranks)
     special = {token: encoding.encode_single_token(token) for token in encoding.special_tokens_set}
+    # Every ordinary token's bytes through tiktoken's public API: its rank is its id.
+    ranks = {encoding.decode_single_token_bytes(i): i for i in range(encoding.n_vocab)
+             if i not in special.values()}
+    merges, byte_ids = merges_from_ranks(ranks)
     return BPETokenizer(merges, special_tokens=special, pattern=GPT2_SPLIT_PATTERN,
                         byte_ids=byte_ids)
