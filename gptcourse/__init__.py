@@ -31,6 +31,7 @@ Chapter 6, training and sampling
     atomic      writing a file whole or not at all: temp file, fsync, rename
     checkpoint  one atomic, weights_only file to sample from or to resume training
     run_folder  a run's output folder: checked before the first step, locked while it runs
+    processes   whether a process is alive and when it started (for the run lock)
     distributed  torchrun: one model trained by several processes (DDP), rank 0 writes
     cli         `python -m gptcourse train | sample | data` (`__main__` runs it)
 Chapter 7, beyond

@@ -17,13 +17,13 @@ import errno
 import os
 import shutil
 import stat
-import subprocess
 import time
 import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from .processes import MAX_PID, pid_alive, process_start
 from .validate import ArgumentTypeError, CourseWarning, require_int
 
 LOCK_NAME = "run.lock"
@@ -54,62 +54,10 @@ def describe_os_error(exc: BaseException) -> str:
 # A lock file that cannot be read (empty, or garbage) may belong to a run that is writing it at
 # this moment: it counts as held for this long after its last change, then as left behind.
 LOCK_GRACE_S = 10.0
-MAX_PID = 2**31 - 1  # process ids are C ints; a larger number in a lock file is not one
 
 
 class RunFolderWarning(CourseWarning):
     """Something about the run folder worth a line, though the run itself is fine."""
-
-
-def _pid_alive(pid: int) -> bool:
-    """True if a process with this id exists (whoever owns it)."""
-    if not 0 < pid <= MAX_PID:
-        return False
-    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl+C there: ask Windows instead
-        return _windows_pid_alive(pid)
-    try:
-        os.kill(pid, 0)  # signal 0: only asks whether the process exists
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # it exists, but belongs to another user
-    except OSError:
-        return False
-    return True
-
-
-def _windows_pid_alive(pid: int) -> bool:
-    import ctypes
-
-    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
-    if not handle:
-        return ctypes.get_last_error() == 5  # access denied: it exists, another user's
-    try:
-        code = ctypes.c_ulong()
-        kernel32.GetExitCodeProcess(handle, ctypes.byref(code))
-        return code.value == 259  # STILL_ACTIVE
-    finally:
-        kernel32.CloseHandle(handle)
-
-
-def process_start(pid: int) -> str | None:
-    """When process `pid` started, as a short text (None if this system cannot tell).
-
-    A process id is reused once its process ends; the start time tells the two processes apart.
-    """
-    try:  # Linux: field 22 of /proc/PID/stat, clock ticks since boot (after the name in brackets)
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        pass
-    if os.name != "posix" or Path("/proc/self/stat").exists():
-        return None  # Windows, or a Linux where that process has ended
-    try:  # macOS and other Unix systems
-        found = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True,
-                               text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return "-".join(found.stdout.split()) or None
 
 
 @dataclass(frozen=True)
@@ -193,7 +141,7 @@ class RunFolder:
                             f"choose another --out")
                     time.sleep(0.1)
                     continue
-            elif record.pid != os.getpid() and _pid_alive(record.pid) and not _reused(record):
+            elif record.pid != os.getpid() and pid_alive(record.pid) and not _reused(record):
                 raise RunFolderError(
                     f"{self.path} is in use by another run (process {record.pid} holds {self.lock}): "
                     f"wait for it to finish, stop it (kill {record.pid}), or choose another --out")
