@@ -2,21 +2,10 @@
 checker claims to diagnose is planted and named."""
 
 import pytest
+from checker_results import NOT_WRITTEN, all_passed, has
 
 from gptcourse.chat import DEFAULT_SYSTEM, IM_END, IM_START, render_chat
-from gptcourse.checks import PASS_MARK, Check
 from gptcourse.checks.chat import check_chat_template
-
-NOT_WRITTEN = "not written yet"
-
-
-def has(result: Check, words: str) -> bool:
-    return any(words in problem for problem in result.problems)
-
-
-def all_passed(result: Check, capsys) -> bool:
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    return result.passed and bool(lines) and all(line.startswith(PASS_MARK) for line in lines)
 
 
 # --- the chat template -----------------------------------------------------------------------------

@@ -3,21 +3,10 @@ claims to diagnose is planted and named."""
 
 import pytest
 import torch
+from checker_results import NOT_WRITTEN, all_passed, has
 
-from gptcourse.checks import PASS_MARK, Check
 from gptcourse.checks.rope import check_rope
 from gptcourse.rope import apply_rope, rope_angles
-
-NOT_WRITTEN = "not written yet"
-
-
-def has(result: Check, words: str) -> bool:
-    return any(words in problem for problem in result.problems)
-
-
-def all_passed(result: Check, capsys) -> bool:
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    return result.passed and bool(lines) and all(line.startswith(PASS_MARK) for line in lines)
 
 
 # --- RoPE ----------------------------------------------------------------------------------------

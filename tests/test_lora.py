@@ -53,6 +53,17 @@ def peft_layer(twin, i: int, ours: str):
     return getattr(attention, {"W_query": "q_proj", "W_value": "v_proj"}[ours])
 
 
+def same_updates(model, twin) -> None:
+    """Give our LoRA layers a B away from zero, and peft's twin layers the very same A and B."""
+    with torch.no_grad():
+        for i, block in enumerate(model.trf_blocks):
+            for name in ("W_query", "W_value"):
+                layer, theirs = getattr(block.att, name), peft_layer(twin, i, name)
+                layer.B.weight.normal_(0.0, 0.1)
+                theirs.lora_A["default"].weight.copy_(layer.A.weight)
+                theirs.lora_B["default"].weight.copy_(layer.B.weight)
+
+
 def test_lora_linear_starts_as_its_base_with_peft_initialisation():
     base = nn.Linear(12, 10)
     torch.manual_seed(1)
@@ -83,13 +94,7 @@ def test_outputs_and_gradients_equal_peft():
     model = random_llama()
     twin = peft_twin(model)
     inject_lora(model, ("W_query", "W_value"), r=R, alpha=ALPHA)
-    with torch.no_grad():  # B away from zero, so that the update matters; the same A and B in both
-        for i, block in enumerate(model.trf_blocks):
-            for name in ("W_query", "W_value"):
-                layer, theirs = getattr(block.att, name), peft_layer(twin, i, name)
-                layer.B.weight.normal_(0.0, 0.1)
-                theirs.lora_A["default"].weight.copy_(layer.A.weight)
-                theirs.lora_B["default"].weight.copy_(layer.B.weight)
+    same_updates(model, twin)  # B away from zero, so that the update matters
     idx = torch.randint(0, TINY_LLAMA.vocab_size, (2, 12))
     ours, theirs = model(idx), twin(input_ids=idx).logits
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-6)
@@ -148,13 +153,8 @@ def test_merged_logits_equal_peft_merged():
     model = random_llama()
     twin = peft_twin(model)
     inject_lora(model, r=R, alpha=ALPHA)
+    same_updates(model, twin)
     with torch.no_grad():
-        for i, block in enumerate(model.trf_blocks):
-            for name in ("W_query", "W_value"):
-                layer, theirs = getattr(block.att, name), peft_layer(twin, i, name)
-                layer.B.weight.normal_(0.0, 0.1)
-                theirs.lora_A["default"].weight.copy_(layer.A.weight)
-                theirs.lora_B["default"].weight.copy_(layer.B.weight)
         merge_lora(model)
         merged_hf = twin.merge_and_unload()
         idx = torch.randint(0, TINY_LLAMA.vocab_size, (1, 10))
