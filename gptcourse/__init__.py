@@ -4,7 +4,7 @@ Each module is one concept of the course. The notebooks build each piece step by
 it against these modules, and then import them. The modules, in the order the chapters meet them:
 
 Chapter 1, data
-    download    safe downloads: a cache folder, sha256 checks, atomic writes
+    download    safe downloads: a cache folder, sha256 or a file's own check, atomic writes
     data        the corpus: text -> ids -> train/val splits -> (input, target) batches
     tokenizers  the character tokenizer and GPT-2's BPE (tiktoken); text <-> id tensors
 Chapter 2, the bigram
@@ -36,6 +36,7 @@ Chapter 6, training and sampling
     cli         `python -m gptcourse train | sample | data` (`__main__` runs it)
 Chapter 7, beyond
     pretrained  OpenAI's GPT-2 weights loaded into GPTModel
+    safetensors_file  reading a .safetensors header: every tensor's shape, a file cut short
     kvcache     generation with a KV cache, plain and with fused kernels
     lowprec     decoding with fewer bytes per weight: bf16 and int8 copies, greedy agreement
 Chapter 8, tokenizers from scratch

@@ -17,11 +17,10 @@ from typing import BinaryIO
 import torch
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call `write(handle)` on a temp file beside `path`, then put the file in place of `path`.
-
-    Raises what writing raised (OSError, or whatever `write` raises); `path` is then unchanged.
-    """
+def write_atomically(path: Path, write: Callable[[BinaryIO], None],
+                     check: Callable[[Path], None] | None = None) -> None:
+    """Call `write(handle)` on a temp file beside `path`, then `check(temp path)`, then put the
+    file in place of `path`. Raises what writing or checking raised; `path` is then unchanged."""
     tmp_name = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +29,8 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())  # on disk before the rename makes it visible
+        if check is not None:
+            check(Path(tmp_name))      # a download's checksum: a bad file never gets the name
         os.chmod(tmp_name, 0o644)      # mkstemp makes it owner-only; these are normal files
         os.replace(tmp_name, path)     # atomic: readers see the old file or the new one
     finally:

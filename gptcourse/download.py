@@ -1,15 +1,16 @@
-"""Safe downloads: a cache folder, sha256 checks, and atomic writes (temp file + rename)."""
+"""Safe downloads: a cache folder, checked files (sha256, or a check of the file's own), atomic writes."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
+from .atomic import write_atomically
 from .progress import progress_bar
 
 DATA_DIR_ENV = "GPTCOURSE_DATA_DIR"
@@ -47,7 +48,7 @@ def verify(path: Path, sha256: str) -> None:
         )
 
 
-def _stream_to(url: str, handle, timeout: float) -> None:
+def _stream_to(url: str, handle: BinaryIO, timeout: float) -> None:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
         with progress_bar(total=total, unit="B", unit_scale=True, desc=Path(url).name, leave=False) as bar:
@@ -56,40 +57,40 @@ def _stream_to(url: str, handle, timeout: float) -> None:
                 bar.update(len(chunk))
 
 
-def download(url: str, destination: Path, sha256: str, timeout: float = 60.0) -> Path:
-    """Download `url` to `destination`, verify its sha256, and only then move it into place.
+def download(url: str, destination: Path, sha256: str | None = None, *,
+             check: Callable[[Path], None] | None = None, timeout: float = 60.0) -> Path:
+    """Download `url` to `destination`, check it, and only then put it in place (atomic.py).
 
-    The file is written to a temporary name in the same folder and renamed at the end,
-    so an interrupted or corrupt download never leaves a half-written file behind.
+    The checks: the sha256, where known, and `check(path)`, which raises ValueError on a bad
+    file (for files without a published digest). An interrupted or bad download saves nothing.
     """
+    if sha256 is None and check is None:
+        raise ValueError("download needs sha256= or check=: an unchecked download could be anything")
     destination = Path(destination)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=destination.parent, prefix=destination.name,
-                                        suffix=".part")
     except OSError as exc:
         raise DownloadError(f"Could not create {destination}: {exc}") from exc
-    tmp_path = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            _stream_to(url, handle, timeout)
-        actual = sha256_of(tmp_path)
-        if actual != sha256:
+
+    def check_download(part: Path) -> None:
+        if sha256 is not None and (actual := sha256_of(part)) != sha256:
             raise DownloadError(
                 f"the file downloaded from {url} has sha256 {actual}, expected {sha256} "
                 f"(the download was cut short or the file changed); nothing was saved"
             )
-        # mkstemp makes the file readable by its owner only; a cached copy should be
-        # readable by everyone, like any other downloaded file.
-        os.chmod(tmp_path, 0o644)
-        os.replace(tmp_path, destination)  # atomic on the same file system
+        if check is not None:
+            try:
+                check(part)
+            except ValueError as exc:
+                raise DownloadError(f"the file downloaded from {url} is unusable ({exc}); "
+                                    f"nothing was saved") from None
+
+    try:
+        write_atomically(destination, lambda handle: _stream_to(url, handle, timeout), check_download)
     except (OSError, ValueError, http.client.HTTPException) as exc:
         # OSError covers URLError/HTTPError and timeouts; HTTPException covers a connection
         # that breaks mid-file (IncompleteRead); ValueError a malformed URL.
         raise DownloadError(f"Could not download {url}: {type(exc).__name__}: {exc}") from exc
-    finally:
-        with contextlib.suppress(OSError):  # cleaning up must not hide the real error
-            tmp_path.unlink(missing_ok=True)  # after a successful rename there is nothing to remove
     return destination
 
 

@@ -8,7 +8,6 @@ wants (out, in); query, key and value sit in one fused `c_attn` matrix; the head
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,8 +16,9 @@ from pathlib import Path
 import torch
 
 from .config import GPTConfig, get_config
-from .download import DATA_DIR_ENV, DownloadError, _stream_to, data_dir, download, verify
+from .download import DATA_DIR_ENV, DownloadError, data_dir, download, verify
 from .model import GPTModel
+from .safetensors_file import read_safetensors_header
 from .validate import require_instance
 
 # Causal-mask buffers that some checkpoints (the Hub's among them) store next to the weights: skipped.
@@ -221,40 +221,6 @@ def how_to_get(size: str = "124M") -> str:
             f"(gptcourse.download.data_dir(); set ${DATA_DIR_ENV} to choose it).")
 
 
-_REFETCH = ("delete it and download it again (for OpenAI's weights: python -m gptcourse.pretrained "
-            "SIZE, e.g. 124M)")
-
-
-def read_safetensors_header(path: str | Path) -> dict[str, dict]:
-    """The header of a .safetensors file: {name: {"dtype", "shape", "data_offsets"}}, checked."""
-    path = Path(path)
-    with open(path, "rb") as handle:
-        size_bytes = handle.read(8)
-        header_len = int.from_bytes(size_bytes, "little") if len(size_bytes) == 8 else -1
-        n_bytes = path.stat().st_size
-        if header_len <= 0 or 8 + header_len > n_bytes:
-            raise ValueError(f"{path} is not a safetensors file, or it is cut short: {_REFETCH}")
-        try:
-            header = json.loads(handle.read(header_len))
-        except ValueError as exc:
-            raise ValueError(f"{path} has a broken safetensors header ({exc}): {_REFETCH}") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path} has a broken safetensors header (a JSON {type(header).__name__}, "
-                         f"not an object of tensors): {_REFETCH}")
-    header.pop("__metadata__", None)
-    for name, info in header.items():
-        offsets = info.get("data_offsets") if isinstance(info, dict) else None
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)
-                and isinstance(info.get("shape"), list)):
-            raise ValueError(f"{path} has a broken safetensors header (tensor {name!r} has no valid "
-                             f"'shape' and 'data_offsets'): {_REFETCH}")
-    end = max((info["data_offsets"][1] for info in header.values()), default=0)
-    if 8 + header_len + end != n_bytes:
-        raise ValueError(f"{path} has {n_bytes:,} bytes but its header describes "
-                         f"{8 + header_len + end:,}: the file is incomplete; {_REFETCH}")
-    return header
-
-
 def verify_gpt2_file(path: str | Path, size: str = "124M") -> None:
     """Check a downloaded checkpoint: sha256 where known, else its header, length and every shape."""
     ckpt = checkpoint_info(size)
@@ -271,20 +237,11 @@ def download_gpt2(size: str = "124M") -> Path:
     if path.is_file():
         verify_gpt2_file(path, size)  # a corrupt or cut-short file is reported, never used
         return path
+    # Sizes without a known sha256 are checked by their header, length and shapes instead.
+    check = None if ckpt.sha256 else (lambda part: verify_gpt2_file(part, size))
     try:
-        if ckpt.sha256 is not None:
-            return download(ckpt.url, path, ckpt.sha256)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        part = path.with_name(path.name + ".part")
-        try:
-            with open(part, "wb") as handle:
-                _stream_to(ckpt.url, handle, timeout=60.0)
-            verify_gpt2_file(part, size)
-            part.replace(path)  # only a complete, checked file gets the real name
-        finally:
-            part.unlink(missing_ok=True)
-        return path
-    except (DownloadError, OSError, ValueError) as exc:
+        return download(ckpt.url, path, ckpt.sha256, check=check)
+    except DownloadError as exc:
         raise DownloadError(f"downloading GPT-2 {ckpt.size} failed: {exc}\n{how_to_get(size)}") from None
 
 

@@ -30,3 +30,18 @@ def test_a_write_replaces_the_file_whole(tmp_path):
     torch_save_atomically({"w": torch.arange(5)}, target)
     assert torch.load(target, weights_only=True)["w"].numel() == 5
     assert [p.name for p in target.parent.iterdir()] == ["model.pt"]
+
+
+def test_a_refused_check_leaves_the_old_file_and_no_temp(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    seen = []
+
+    def refuse(path):
+        seen.append(path.read_bytes())  # the written bytes are on disk under another name
+        raise ValueError("bad checksum")
+
+    with pytest.raises(ValueError, match="bad checksum"):
+        write_atomically(target, lambda handle: handle.write(b"new"), check=refuse)
+    assert seen == [b"new"] and target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]

@@ -35,7 +35,8 @@ def cache(tmp_path, monkeypatch) -> Path:
 
 
 def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob("*.part"))
+    """Temp files a download left behind (atomic.write_atomically names them *.tmp)."""
+    return sorted(p.name for p in folder.rglob("*.tmp"))
 
 
 def block_network(monkeypatch):
@@ -101,6 +102,29 @@ def test_download_with_wrong_checksum_leaves_nothing(source, tmp_path):
         download(source, target, "0" * 64)
     assert not target.exists()
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_download_without_a_digest_is_checked_by_the_check(source, tmp_path):
+    def shakespeare_only(path: Path) -> None:
+        if not path.read_bytes().startswith(b"To be"):
+            raise ValueError("not Shakespeare")
+
+    target = tmp_path / "out" / "input.txt"
+    assert download(source, target, check=shakespeare_only).read_bytes() == CONTENT
+
+    def refuse(path: Path) -> None:
+        assert path != target and path.read_bytes() == CONTENT  # checked before it gets the name
+        raise ValueError("a check that refuses")
+
+    with pytest.raises(DownloadError, match="is unusable \\(a check that refuses\\); nothing was saved"):
+        download(source, tmp_path / "out" / "other.txt", check=refuse)
+    assert os.listdir(tmp_path / "out") == ["input.txt"]
+
+
+def test_download_without_any_check_is_refused(source, tmp_path):
+    with pytest.raises(ValueError, match="download needs sha256= or check="):
+        download(source, tmp_path / "input.txt")
+    assert not (tmp_path / "input.txt").exists()
 
 
 class BrokenResponse(io.BytesIO):
