@@ -63,12 +63,6 @@ def training_flops_per_token(cfg: GPTConfig, seq_len: int | None = None) -> int:
     return 3 * forward_flops_per_token(cfg, seq_len)
 
 
-def palm_training_flops_per_token(n_params: int, n_layers: int, n_heads: int, head_dim: int,
-                                  seq_len: int) -> int:
-    """PaLM's formula (Chowdhery et al. 2022, appendix B): 6·N + 12·L·H·Q·T."""
-    return 6 * n_params + 12 * n_layers * n_heads * head_dim * seq_len
-
-
 def forward_flops(cfg: GPTConfig, batch_size: int = 1, seq_len: int | None = None) -> int:
     """Forward FLOPs for a (batch_size, seq_len) batch, by formula."""
     B, T = require_positive_int("batch_size", batch_size), _seq_len(cfg, seq_len)

@@ -17,9 +17,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import MultiHeadAttention
-from .config import GPTConfig
-from .flops import training_flops_per_token
-from .model import GPTModel
 from .optim import make_optimizer
 from .validate import require_int, require_positive_int, require_positive_number
 
@@ -163,45 +160,3 @@ def mfu(tokens_per_s: float, flops_per_token: float, peak: float) -> float:
     if peak <= 0:
         raise ValueError(f"peak must be > 0 FLOP/s, got {peak}")
     return tokens_per_s * flops_per_token / peak
-
-
-@dataclass(frozen=True)
-class MFUResult:
-    """One MFU measurement, with everything needed to read it."""
-
-    tokens_per_s: float
-    flops_per_token: int
-    peak: Peak
-    attention: str
-    device: str
-    dtype: str
-
-    @property
-    def achieved_flops(self) -> float:
-        return self.tokens_per_s * self.flops_per_token
-
-    @property
-    def mfu(self) -> float:
-        return self.achieved_flops / self.peak.flops
-
-    def report(self) -> str:
-        return (f"device {self.device}, {self.dtype}, attention: {self.attention}\n"
-                f"training tokens/s   {self.tokens_per_s:,.0f}\n"
-                f"FLOPs per token     {self.flops_per_token:,} (6·N + 12·L·T·d)\n"
-                f"achieved            {self.achieved_flops / 1e12:.4g} TFLOP/s\n"
-                f"peak                {self.peak.flops / 1e12:.4g} TFLOP/s ({self.peak.source})\n"
-                f"MFU                 {self.mfu:.1%}")
-
-
-def measure_mfu(cfg: GPTConfig, batch_size: int, seq_len: int | None = None, steps: int = 10,
-                warmup: int = 3, device: str = "cpu", dtype: str = "fp32",
-                peak_tflops: float | None = None, seed: int = 0) -> MFUResult:
-    """Build a fresh model from `cfg`, time its training steps and compute its MFU."""
-    seq_len = cfg.context_length if seq_len is None else seq_len
-    flops_per_token = training_flops_per_token(cfg, seq_len)  # also checks seq_len
-    torch.manual_seed(seed)
-    model = GPTModel(cfg).to(device)
-    throughput = measure_training_throughput(model, batch_size, seq_len, steps, warmup, dtype, seed=seed)
-    peak = peak_flops(device, dtype, peak_tflops)  # after training: the caches and threads are warm
-    return MFUResult(throughput.tokens_per_s, flops_per_token, peak, attention_path(model),
-                     str(torch.device(device)), dtype)

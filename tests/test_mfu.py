@@ -5,12 +5,10 @@ import pytest
 import torch
 
 from gptcourse.config import GPTConfig
-from gptcourse.flops import training_flops_per_token
 from gptcourse.mfu import (
     attention_path,
     gpu_peak,
     measure_matmul_flops,
-    measure_mfu,
     measure_training_throughput,
     mfu,
     peak_flops,
@@ -77,11 +75,3 @@ def test_throughput_counts_only_timed_steps():
 def test_throughput_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         measure_training_throughput(GPTModel(TINY), 2, 8, **kwargs)
-
-
-def test_measure_mfu_puts_it_together():
-    result = measure_mfu(TINY, batch_size=2, seq_len=16, steps=2, warmup=1, peak_tflops=1.0)
-    assert result.flops_per_token == training_flops_per_token(TINY, 16)
-    assert result.mfu == pytest.approx(result.tokens_per_s * result.flops_per_token / 1e12)
-    assert result.attention == "manual" and result.peak.source == "given peak_tflops"
-    assert "MFU" in result.report()
