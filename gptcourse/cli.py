@@ -9,6 +9,7 @@ import shlex
 import sys
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -98,7 +99,7 @@ repetitive, above 1 more surprising and more garbled. Top-k only ever picks one 
 likely next tokens."""
 
 # Flags that shape the model (GPTConfig fields) and the training (TrainSettings fields).
-MODEL_FLAGS = {"n_layers": int, "n_heads": int, "emb_dim": int, "context_length": int, "dropout": float}
+MODEL_FLAGS = ("n_layers", "n_heads", "emb_dim", "context_length", "dropout")
 TRAIN_FLAGS = {  # name: (type, help)
     "batch_size": (int, "windows of text per step"),
     "lr": (float, "peak learning rate, reached after the warm-up"),
@@ -265,7 +266,7 @@ def _smollm2_status() -> str:
         return f"not ready. {exc}"
 
 
-def _given(args: argparse.Namespace, flags: dict) -> dict:
+def _given(args: argparse.Namespace, flags: Iterable[str]) -> dict:
     return {name: getattr(args, name) for name in flags if getattr(args, name) is not None}
 
 

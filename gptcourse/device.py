@@ -76,15 +76,23 @@ def compile_for_training(module: torch.nn.Module) -> torch.nn.Module:
                            f"(drop --compile, or compile_model=False)") from exc
 
 
+def _backend_failed(exc: Exception) -> bool:
+    """Whether `exc` is torch.compile's backend failing. torch gives that error no public name:
+    it lives in the private torch._dynamo, so a torch without it simply has no such failure."""
+    try:
+        from torch._dynamo.exc import BackendCompilerFailed  # loaded already if anything compiled
+    except ImportError:
+        return False
+    return isinstance(exc, BackendCompilerFailed)
+
+
 @contextlib.contextmanager
 def explain_compile_errors():
     """Turn a failure inside torch.compile (raised on the first compiled call) into a CompileError."""
     try:
         yield
     except Exception as exc:
-        from torch._dynamo.exc import BackendCompilerFailed  # loaded already if anything compiled
-
-        if not isinstance(exc, BackendCompilerFailed):
+        if not _backend_failed(exc):
             raise
         inner = getattr(exc, "inner_exception", None) or exc
         detail = (str(inner).strip().splitlines() or [""])[0]
