@@ -48,16 +48,26 @@ def merges_from_ranks(ranks: dict[bytes, int]) -> tuple[dict[Pair, int], list[in
     return merges, byte_ids
 
 
+def _special_tokens(encoding) -> dict[str, int]:
+    return {token: encoding.encode_single_token(token) for token in encoding.special_tokens_set}
+
+
+def gpt2_ranks() -> dict[bytes, int]:
+    """GPT-2's table `rank[token bytes] = id` of its ordinary tokens (the special ones left out)."""
+    from .tokenizers import gpt2_tokenizer
+
+    encoding = gpt2_tokenizer()  # the files from tiktoken's cache, with a clear offline message
+    special_ids = set(_special_tokens(encoding).values())
+    # Every ordinary token's bytes through tiktoken's public API: its rank is its id.
+    return {encoding.decode_single_token_bytes(i): i for i in range(encoding.n_vocab)
+            if i not in special_ids}
+
+
 @lru_cache(maxsize=1)
 def gpt2_bpe() -> BPETokenizer:
     """GPT-2's tokenizer as a `BPETokenizer`: the same ids as tiktoken's "gpt2" encoding."""
     from .tokenizers import gpt2_tokenizer
 
-    encoding = gpt2_tokenizer()  # the files from tiktoken's cache, with a clear offline message
-    special = {token: encoding.encode_single_token(token) for token in encoding.special_tokens_set}
-    # Every ordinary token's bytes through tiktoken's public API: its rank is its id.
-    ranks = {encoding.decode_single_token_bytes(i): i for i in range(encoding.n_vocab)
-             if i not in special.values()}
-    merges, byte_ids = merges_from_ranks(ranks)
-    return BPETokenizer(merges, special_tokens=special, pattern=GPT2_SPLIT_PATTERN,
-                        byte_ids=byte_ids)
+    merges, byte_ids = merges_from_ranks(gpt2_ranks())
+    return BPETokenizer(merges, special_tokens=_special_tokens(gpt2_tokenizer()),
+                        pattern=GPT2_SPLIT_PATTERN, byte_ids=byte_ids)

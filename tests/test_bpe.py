@@ -30,7 +30,7 @@ from gptcourse.data import (
     load_text,
 )
 from gptcourse.download import DownloadError, sha256_of
-from gptcourse.gpt2_bpe import gpt2_bpe, merges_from_ranks
+from gptcourse.gpt2_bpe import gpt2_bpe, gpt2_ranks, merges_from_ranks
 from gptcourse.tokenizers import gpt2_tokenizer
 
 HARD_STRINGS = [
@@ -228,6 +228,8 @@ def test_gpt2_merges_rebuilt_from_ranks(tiktoken_gpt2):
     assert all(tok.vocab[i] == tiktoken_gpt2.decode_single_token_bytes(i) for i in range(50_257))
     assert merges_from_ranks({bytes([b]): b for b in range(256)} | {b"ab": 256, b"abc": 257})[0] \
         == {(97, 98): 256, (256, 99): 257}
+    ranks = gpt2_ranks()  # the ordinary tokens only: <|endoftext|> is not a merge
+    assert len(ranks) == 50_256 and ranks[b" t"] == 256 and b"<|endoftext|>" not in ranks
 
 
 def test_whole_tiny_shakespeare_equals_tiktoken(tiktoken_gpt2):
