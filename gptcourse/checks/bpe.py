@@ -11,12 +11,13 @@ A, B, C = 97, 98, 99  # the bytes of "a", "b", "c"
 Z = 256  # a new token
 
 
-def _plain(value):
+# Shared with bpe_train.py, chapter 8's other checker: a mistake there is a function too.
+def plain(value):
     """A mapping as a plain dict (a Counter or defaultdict compares the same way)."""
     return dict(value) if isinstance(value, Mapping) else value
 
 
-def _explain(results: list[tuple[tuple, object]], mistakes: dict, bad: tuple) -> str:
+def likely_mistake(results: list[tuple[tuple, object]], mistakes: dict, bad: tuple) -> str:
     """": " + the likely mistake, else "".
 
     A candidate must give the learner's output on the failing case `bad`; among those, the one
@@ -24,7 +25,7 @@ def _explain(results: list[tuple[tuple, object]], mistakes: dict, bad: tuple) ->
     """
     def same(wrong, args, got) -> bool:
         try:
-            return _plain(wrong(*args)) == got
+            return plain(wrong(*args)) == got
         except Exception:  # a variant that cannot run on some case does not match there
             return False
 
@@ -78,7 +79,7 @@ def check_pair_counts(pair_counts_fn) -> Check:
         results = []
         for ids in PAIR_CASES:
             what = f"pair_counts({ids})"
-            got = _plain(check.call(what, pair_counts_fn, list(ids)))
+            got = plain(check.call(what, pair_counts_fn, list(ids)))
             if not isinstance(got, dict):
                 check.stop(f"{what} returned {type(got).__name__}: return a dict {{pair: count}}")
             if any(not isinstance(k, tuple) for k in got):
@@ -87,7 +88,7 @@ def check_pair_counts(pair_counts_fn) -> Check:
         for (ids,), got in results:
             if got != pair_counts(ids):
                 check.stop(f"pair_counts({ids}) gave {got}, expected {pair_counts(ids)}"
-                           + _explain(results, PAIR_COUNT_MISTAKES, ((ids,), got)))
+                           + likely_mistake(results, PAIR_COUNT_MISTAKES, ((ids,), got)))
         check.ok("counts every pair of neighbours, overlapping ones too ([a, a, a] holds (a, a) twice)")
         check.ok("an empty list and a single id have no pairs")
     return check
@@ -154,7 +155,7 @@ def check_merge(merge_fn) -> Check:
             if got != merge(ids, pair, new_id):
                 check.stop(f"merge({ids}, {pair}, {new_id}) gave {got}, expected "
                            f"{merge(ids, pair, new_id)}"
-                           + _explain(results, MERGE_MISTAKES, ((ids, pair, new_id), got)))
+                           + likely_mistake(results, MERGE_MISTAKES, ((ids, pair, new_id), got)))
         check.ok("merges every occurrence, left to right: merge([a, a, a], (a, a), Z) == [Z, a]")
         check.ok("keeps the ids that are not part of the pair, at both ends, and leaves the input alone")
     return check
@@ -225,7 +226,7 @@ def check_encode(encode_fn) -> Check:
             expected = BPETokenizer(merges).encode(text)
             if got != expected:
                 check.stop(f"{what} gave {got[:10]}, expected {expected[:10]}"
-                           + _explain(results, ENCODE_MISTAKES, ((text, merges), got)))
+                           + likely_mistake(results, ENCODE_MISTAKES, ((text, merges), got)))
             check.ok(f"{name}: {expected[:8]}{' ...' if len(expected) > 8 else ''}")
     return check
 
@@ -275,6 +276,6 @@ def check_decode(decode_fn) -> Check:
             expected = b"".join(vocab[i] for i in ids).decode("utf-8", errors="replace")
             if got != expected:
                 check.stop(f"{what} gave {got!r}, expected {expected!r}"
-                           + _explain(results, DECODE_MISTAKES, ((ids, vocab), got)))
+                           + likely_mistake(results, DECODE_MISTAKES, ((ids, vocab), got)))
             check.ok(f"{name}: {expected!r}")
     return check

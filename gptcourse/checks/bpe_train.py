@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from ..bpe import merge, pair_counts, split_text, train_bpe
 from . import Check
-from .bpe import _explain, _plain
+from .bpe import likely_mistake, plain
 
 TIE_RULE = "min(counts, key=lambda p: (-counts[p], p))"
 
@@ -99,7 +99,7 @@ def check_train_bpe(train_fn) -> Check:
             got = check.call(what, train_fn, text, vocab_size)
             if not isinstance(got, Mapping):
                 check.stop(f"{what} returned {type(got).__name__}: return a dict {{pair: new_id}}")
-            got = _plain(got)
+            got = plain(got)
             if got and all(isinstance(k, int) and isinstance(v, tuple) for k, v in got.items()):
                 check.stop(f"{what} maps new ids to pairs: return {{pair: new_id}}, the way "
                            f"encode reads merges")
@@ -108,7 +108,7 @@ def check_train_bpe(train_fn) -> Check:
             expected = _reference(text, vocab_size)
             if got != expected:
                 check.stop(f"{name}: train({text!r}, {vocab_size}) gave {got}, expected {expected}"
-                           + _explain(results, TRAIN_MISTAKES, (args, got)))
+                           + likely_mistake(results, TRAIN_MISTAKES, (args, got)))
             check.ok(f"{name}: {len(expected)} merge(s), new ids {_ids(expected)}")
     return check
 
