@@ -1,4 +1,4 @@
-"""Reading a checker's result in tests: what the chapter 9 checker tests share."""
+"""Reading a checker's result in tests: what the checker tests share."""
 
 from gptcourse.checks import PASS_MARK, Check
 
@@ -14,3 +14,14 @@ def all_passed(result: Check, capsys) -> bool:
     """True if the check passed and every line it printed is a pass."""
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
     return result.passed and bool(lines) and all(line.startswith(PASS_MARK) for line in lines)
+
+
+def problems_of(result: Check) -> str:
+    """The checker's findings on one line, for an assertion's message."""
+    return " | ".join(result.problems)
+
+
+def assert_diagnosed(result: Check, fragment: str) -> None:
+    """The check failed, and one of its findings names the mistake (`fragment`)."""
+    assert not result.passed
+    assert any(fragment in p for p in result.problems), problems_of(result)

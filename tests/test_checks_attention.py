@@ -7,20 +7,12 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from checker_results import assert_diagnosed, problems_of
 
 from gptcourse.attention import Head, merge_heads, split_heads
 from gptcourse.checks.attention import check_causal_weights, check_head, check_split_merge
 
 INF = float("-inf")
-
-
-def problems_of(result) -> str:
-    return " | ".join(result.problems)
-
-
-def assert_diagnosed(result, fragment: str) -> None:
-    assert not result.passed
-    assert any(fragment in p for p in result.problems), problems_of(result)
 
 
 def stub(*args, **kwargs):

@@ -5,18 +5,10 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from checker_results import assert_diagnosed, problems_of
 
 from gptcourse.bigram import BigramLanguageModel, bigram_counts, bigram_nll, bigram_probs
 from gptcourse.checks.bigram import check_bigram_model, check_counting_nll, check_generate
-
-
-def problems_of(result) -> str:
-    return " | ".join(result.problems)
-
-
-def assert_diagnosed(result, fragment: str) -> None:
-    assert not result.passed
-    assert any(fragment in p for p in result.problems), problems_of(result)
 
 
 # --- check_counting_nll --------------------------------------------------------------------------

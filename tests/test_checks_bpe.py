@@ -3,14 +3,10 @@ claims to diagnose is planted, the way a learner would write it, and named."""
 
 import pytest
 import regex
+from checker_results import has
 
 from gptcourse.bpe import GPT2_SPLIT_PATTERN, BPETokenizer, merge, pair_counts
-from gptcourse.checks import Check
 from gptcourse.checks.bpe import check_decode, check_encode, check_merge, check_pair_counts
-
-
-def has(result: Check, words: str) -> bool:
-    return any(words in problem for problem in result.problems)
 
 
 def stub(*args):

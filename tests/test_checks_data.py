@@ -3,6 +3,7 @@ and every mistake a checker claims to diagnose is planted and named."""
 
 import pytest
 import torch
+from checker_results import has
 
 from gptcourse.checks import Check, close, diagnose
 from gptcourse.checks.data import (
@@ -13,10 +14,6 @@ from gptcourse.checks.data import (
 )
 from gptcourse.data import SlidingWindowDataset, get_batch
 from gptcourse.tokenizers import CharTokenizer
-
-
-def has(result: Check, words: str) -> bool:
-    return any(words in problem for problem in result.problems)
 
 
 # --- the framework ------------------------------------------------------------------------------

@@ -4,14 +4,10 @@ checker claims to diagnose is planted and named."""
 import math
 
 import torch
+from checker_results import has
 
-from gptcourse.checks import Check
 from gptcourse.checks.kvcache import check_attention_with_cache, check_forward_with_cache
 from gptcourse.kvcache import attention_with_cache, block_with_cache, forward_with_cache
-
-
-def has(result: Check, words: str) -> bool:
-    return any(words in problem for problem in result.problems)
 
 
 def stub(*args):

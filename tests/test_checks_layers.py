@@ -6,17 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn as nn
+from checker_results import NOT_WRITTEN, has
 
 from gptcourse.checks.blocks import check_transformer_block
 from gptcourse.checks.layers import check_feed_forward, check_gelu, check_layernorm
 from gptcourse.layers import GELU, FeedForward, LayerNorm, TransformerBlock, gelu_exact
-
-
-def has(result, words: str) -> bool:
-    return any(words in problem for problem in result.problems)
-
-
-NOT_WRITTEN = "not written yet"
 
 
 # --- LayerNorm ----------------------------------------------------------------------------------

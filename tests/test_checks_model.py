@@ -3,6 +3,7 @@ mistake a checker claims to diagnose is planted and named."""
 
 import pytest
 import torch
+from checker_results import assert_diagnosed, problems_of
 
 from gptcourse.checks.model import (
     check_forward_flops,
@@ -13,15 +14,6 @@ from gptcourse.checks.model import (
 )
 from gptcourse.flops import forward_flops_per_token, matmul_params, training_flops_per_token
 from gptcourse.model import GPTModel
-
-
-def problems_of(result) -> str:
-    return " | ".join(result.problems)
-
-
-def assert_diagnosed(result, fragment: str) -> None:
-    assert not result.passed
-    assert any(fragment in p for p in result.problems), problems_of(result)
 
 
 def stub(*args):

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from checker_results import assert_diagnosed
 
 from gptcourse.checks.predictions import (
     PROBLEMS,
@@ -25,11 +26,6 @@ def answer(value):
 
 def stub():
     raise NotImplementedError
-
-
-def assert_named(result, fragment: str) -> None:
-    assert not result.passed
-    assert any(fragment in p for p in result.problems), result.problems
 
 
 # Independent computations of each right answer, and another correct way of writing it.
@@ -54,13 +50,13 @@ def test_right_predictions_pass(checker, right, written_differently):
 
 @pytest.mark.parametrize("checker", [row[0] for row in RIGHT])
 def test_stubs_fail(checker):
-    assert_named(checker(stub), "not written yet")
+    assert_diagnosed(checker(stub), "not written yet")
 
 
 @pytest.mark.parametrize("checker", [row[0] for row in RIGHT])
 def test_a_prediction_that_is_not_a_number_is_named(checker):
-    assert_named(checker(answer("about 30")), "should return your prediction as a number")
-    assert_named(checker(answer(None)), "should return your prediction as a number")
+    assert_diagnosed(checker(answer("about 30")), "should return your prediction as a number")
+    assert_diagnosed(checker(answer(None)), "should return your prediction as a number")
 
 
 @pytest.mark.parametrize("checker, prediction, fragment", [
@@ -105,7 +101,7 @@ def test_a_prediction_that_is_not_a_number_is_named(checker):
     (check_kv_cache_bytes_prediction, 2 * 12 * 600 * 768 * 4, "GPT-2 small's cache"),
 ])
 def test_slips_are_named(checker, prediction, fragment):
-    assert_named(checker(answer(prediction)), fragment)
+    assert_diagnosed(checker(answer(prediction)), fragment)
 
 
 def test_initial_loss_check_leaves_the_global_seed_alone():

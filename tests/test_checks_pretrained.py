@@ -2,14 +2,10 @@
 claims to diagnose is planted and named."""
 
 import torch
+from checker_results import has
 
-from gptcourse.checks import Check
 from gptcourse.checks.pretrained import check_block_mapping
 from gptcourse.pretrained import gpt2_block_to_ours
-
-
-def has(result: Check, words: str) -> bool:
-    return any(words in problem for problem in result.problems)
 
 
 def test_reference_passes():
