@@ -177,6 +177,11 @@ class BPETokenizer:
         """The same number under the name the course's other tokenizers use."""
         return self.n_vocab
 
+    @property
+    def special_tokens_set(self) -> set[str]:
+        """The special tokens' strings, under tiktoken's name (see tokenizers.Tokenizer)."""
+        return set(self.special_tokens)
+
     def encode_piece(self, piece: bytes) -> list[int]:
         """Encode one piece of the pre-tokenizer: its bytes, then merges, lowest new id first."""
         if not isinstance(piece, (bytes, bytearray)):

@@ -132,12 +132,8 @@ def stream_tokens(model: torch.nn.Module, prompt_ids: Sequence[int], max_new_tok
 
 
 def token_bytes(tokenizer, token_id: int) -> bytes:
-    """The bytes one token stands for, from any of the course's tokenizers."""
-    if hasattr(tokenizer, "decode_bytes"):            # chapter 8's BPETokenizer, SmolLM2's
-        return tokenizer.decode_bytes([token_id])
-    if hasattr(tokenizer, "decode_single_token_bytes"):  # tiktoken's GPT-2 encoding
-        return tokenizer.decode_single_token_bytes(token_id)
-    return tokenizer.decode([token_id]).encode("utf-8")  # the character tokenizer
+    """The bytes one token stands for, from any of the course's tokenizers (tokenizers.Tokenizer)."""
+    return tokenizer.decode_bytes([token_id])
 
 
 def stream_text(token_ids: Iterable[int], tokenizer, stop_ids: Iterable[int] = ()) -> Iterator[str]:

@@ -47,6 +47,7 @@ from .run_folder import RunFolderError, prepare_run_folder
 from .tokenizers import (
     GPT2_FILES,
     CharTokenizer,
+    Tokenizer,
     TokenizerUnavailableError,
     gpt2_tokenizer,
     tiktoken_cache_dir,
@@ -442,13 +443,13 @@ def _tokenizer_and_text(corpus: str, kind: str, ckpt: dict | None = None, encodi
     return CharTokenizer(text), text
 
 
-def _vocab_size(tokenizer) -> int:
-    return tokenizer.vocab_size if isinstance(tokenizer, CharTokenizer) else tokenizer.n_vocab
+def _vocab_size(tokenizer: Tokenizer) -> int:
+    return tokenizer.n_vocab
 
 
-def _encode(tokenizer, text: str) -> list[int]:
+def _encode(tokenizer: Tokenizer, text: str) -> list[int]:
     # The corpus is plain text: a literal "<|endoftext|>" in it is just characters.
-    return tokenizer.encode(text) if isinstance(tokenizer, CharTokenizer) else tokenizer.encode_ordinary(text)
+    return tokenizer.encode_ordinary(text)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

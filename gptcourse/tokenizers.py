@@ -1,12 +1,18 @@
-"""Tokenizers: characters <-> ids, and GPT-2's byte-pair encoding (BPE) through tiktoken."""
+"""Tokenizers: characters <-> ids, and GPT-2's byte-pair encoding (BPE) through tiktoken.
+
+Every tokenizer of the course offers one interface, `Tokenizer` below, under tiktoken's names:
+tiktoken's GPT-2 Encoding is a class we cannot change, so ours speak its language instead.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from numbers import Integral
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import torch
 
@@ -26,6 +32,27 @@ GPT2_FILES = {
 
 class TokenizerUnavailableError(RuntimeError):
     """GPT-2's tokenizer files are missing or corrupt and cannot be downloaded."""
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What code that takes any tokenizer may ask of it: CharTokenizer, BPETokenizer (chapter 8's
+    and SmolLM2's) and tiktoken's GPT-2 Encoding all answer it, so no code asks which one it has.
+    One with special tokens also takes encode(text, allowed_special={...}), as tiktoken does."""
+
+    @property
+    def n_vocab(self) -> int: ...  # ids run from 0 to n_vocab - 1
+
+    @property
+    def special_tokens_set(self) -> AbstractSet[str]: ...  # e.g. {"<|endoftext|>"}; characters: none
+
+    def encode(self, text: str) -> list[int]: ...  # a special token's string in text is refused
+
+    def encode_ordinary(self, text: str) -> list[int]: ...  # special tokens' strings are plain text
+
+    def decode(self, ids: list[int]) -> str: ...
+
+    def decode_bytes(self, ids: list[int]) -> bytes: ...  # bytes: one token may be part of a character
 
 
 class CharTokenizer:
@@ -71,6 +98,13 @@ class CharTokenizer:
     def vocab_size(self) -> int:
         return len(self.chars)
 
+    # The Tokenizer interface: tiktoken's names for what a character tokenizer has or lacks.
+    special_tokens_set: frozenset[str] = frozenset()  # every character is text
+
+    @property
+    def n_vocab(self) -> int:
+        return len(self.chars)
+
     def encode(self, text: str) -> list[int]:
         """Turn a string into a list of ids. Unknown characters raise ValueError."""
         require_instance("text", text, str)
@@ -82,6 +116,10 @@ class CharTokenizer:
                 f"or remove them from the input."
             )
         return [self.stoi[ch] for ch in text]
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """The same as encode: a character tokenizer has no special tokens."""
+        return self.encode(text)
 
     def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
         """Turn a list (or 1-D tensor) of ids back into a string."""
@@ -101,6 +139,10 @@ class CharTokenizer:
                 f"0..{self.vocab_size - 1}: {bad[:5]!r}"
             )
         return "".join(self.itos[i] for i in ids)
+
+    def decode_bytes(self, ids: Iterable[int] | torch.Tensor) -> bytes:
+        """decode(ids) as UTF-8 bytes."""
+        return self.decode(ids).encode("utf-8")
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size})"
@@ -155,40 +197,28 @@ def corrupt_gpt2_files(cache_dir: Path) -> list[Path]:
 
 
 def _require_tokenizer(tokenizer) -> None:
-    if not (hasattr(tokenizer, "encode") and hasattr(tokenizer, "decode")):
+    if not isinstance(tokenizer, Tokenizer):
         raise ArgumentTypeError(f"tokenizer must be a CharTokenizer or GPT-2's tokenizer "
-                                f"(gpt2_tokenizer()), got {type(tokenizer).__name__}")
+                                f"(gpt2_tokenizer()), got {type(tokenizer).__name__} (a tokenizer "
+                                f"offers encode, encode_ordinary, decode, decode_bytes, n_vocab and "
+                                f"special_tokens_set)")
 
 
-def _vocab_size_of(tokenizer) -> int | None:
-    return getattr(tokenizer, "vocab_size", None) or getattr(tokenizer, "n_vocab", None)
-
-
-def text_to_token_ids(text: str, tokenizer) -> torch.Tensor:
-    """Encode text with either tokenizer and add a batch dimension: shape (1, T)."""
+def text_to_token_ids(text: str, tokenizer: Tokenizer) -> torch.Tensor:
+    """Encode text with any tokenizer and add a batch dimension: shape (1, T)."""
     require_instance("text", text, str)
     _require_tokenizer(tokenizer)
     if not text:
         raise InputError("text is empty: give at least one character to encode")
-    if isinstance(tokenizer, CharTokenizer):
-        ids = tokenizer.encode(text)
-    elif END_OF_TEXT in _special_tokens_of(tokenizer):
+    if END_OF_TEXT in tokenizer.special_tokens_set:  # a prompt may mark where a text ends
         ids = tokenizer.encode(text, allowed_special={END_OF_TEXT})
     else:
-        ids = tokenizer.encode(text)  # no end-of-text token: the text is plain text
+        ids = tokenizer.encode_ordinary(text)  # no end-of-text token: the text is plain text
     return torch.tensor(ids, dtype=torch.long).unsqueeze(0)
 
 
-def _special_tokens_of(tokenizer) -> set[str]:
-    """The special-token strings of a tiktoken Encoding or a BPETokenizer (empty for others)."""
-    names = getattr(tokenizer, "special_tokens_set", None)  # tiktoken
-    if names is None:
-        names = getattr(tokenizer, "special_tokens", None) or ()  # BPETokenizer: {token: id}
-    return set(names)
-
-
-def token_ids_to_text(ids: torch.Tensor, tokenizer) -> str:
-    """Decode a (1, T) or (T,) tensor of ids with either tokenizer."""
+def token_ids_to_text(ids: torch.Tensor, tokenizer: Tokenizer) -> str:
+    """Decode a (1, T) or (T,) tensor of ids with any tokenizer."""
     _require_tokenizer(tokenizer)
     if ids is None or isinstance(ids, (str, bytes)):
         raise ArgumentTypeError(f"ids must be a tensor of token ids, got {ids!r}")
@@ -202,8 +232,8 @@ def token_ids_to_text(ids: torch.Tensor, tokenizer) -> str:
         ids = ids[0]
     if ids.dim() != 1:
         raise InputError(f"ids must have shape (1, T) or (T,), got {tuple(ids.shape)}")
-    size = _vocab_size_of(tokenizer)
-    if ids.numel() and size is not None and (ids.min() < 0 or ids.max() >= size):
+    size = tokenizer.n_vocab
+    if ids.numel() and (ids.min() < 0 or ids.max() >= size):
         bad = ids[(ids < 0) | (ids >= size)][:5].tolist()
         raise InputError(f"ids must be token ids in 0..{size - 1} (the tokenizer's vocabulary), got "
                          f"{bad}: were they made by a model with a larger vocab_size?")

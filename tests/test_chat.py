@@ -115,6 +115,16 @@ def test_stream_text_holds_back_half_characters(smol):
     assert all("\ufffd" not in piece for piece in pieces)
 
 
+def test_stream_text_with_the_character_and_gpt2_tokenizers():
+    from gptcourse.tokenizers import CharTokenizer, gpt2_tokenizer
+
+    text = "한국어 텍스트와 emoji 🤗"
+    for tokenizer in (CharTokenizer(text), gpt2_tokenizer()):
+        pieces = list(stream_text(tokenizer.encode_ordinary(text), tokenizer))
+        assert "".join(pieces) == text
+        assert all("\ufffd" not in piece for piece in pieces)
+
+
 @pytest.mark.parametrize("messages, message", [
     ("Hi", "list of"),
     ([{"role": "bot", "content": "x"}], "role 'bot'"),

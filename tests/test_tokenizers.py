@@ -17,6 +17,7 @@ from gptcourse.tokenizers import (
     END_OF_TEXT,
     GPT2_FILES,
     CharTokenizer,
+    Tokenizer,
     TokenizerUnavailableError,
     gpt2_tokenizer,
     text_to_token_ids,
@@ -133,6 +134,37 @@ def test_token_ids_round_trip_both_tokenizers(gpt2):
     assert token_ids_to_text(ids, char) == text
     assert token_ids_to_text(ids[0], char) == text  # (T,) works as well as (1, T)
     assert token_ids_to_text([6109, 3626], gpt2) == "Every effort"  # and a plain list
+
+
+def test_every_course_tokenizer_offers_one_interface(gpt2):
+    from gptcourse.bpe import BPETokenizer
+
+    char = CharTokenizer("hello world")
+    bpe = BPETokenizer({(104, 101): 256}, special_tokens={END_OF_TEXT: 257})
+    for tok in (char, bpe, gpt2):
+        assert isinstance(tok, Tokenizer), tok
+        ids = tok.encode_ordinary("hello")
+        assert tok.decode(ids) == "hello" and tok.decode_bytes(ids) == b"hello"
+        assert tok.encode("hello") == ids and 0 <= min(ids) <= max(ids) < tok.n_vocab
+    assert char.n_vocab == char.vocab_size == 8 and bpe.n_vocab == 258
+    assert char.special_tokens_set == set()
+    assert bpe.special_tokens_set == gpt2.special_tokens_set == {END_OF_TEXT}
+    # A special token's string is plain text to encode_ordinary, one token to encode when allowed.
+    assert len(bpe.encode_ordinary(END_OF_TEXT)) == len(END_OF_TEXT)
+    assert bpe.encode(END_OF_TEXT, allowed_special={END_OF_TEXT}) == [257]
+
+
+def test_something_that_is_not_a_tokenizer_is_named(gpt2):
+    class OnlyEncodeDecode:  # no n_vocab, no special tokens, no bytes
+        def encode(self, text):
+            return [0]
+
+        def decode(self, ids):
+            return ""
+
+    with pytest.raises(TypeError, match=r"got OnlyEncodeDecode \(a tokenizer offers encode, "
+                                        r"encode_ordinary, decode, decode_bytes, n_vocab"):
+        text_to_token_ids("hi", OnlyEncodeDecode())
 
 
 def test_text_to_token_ids_errors(gpt2):
