@@ -6,7 +6,7 @@ it against these modules, and then import them. The modules, in the order the ch
 Chapter 1, data
     download    safe downloads: a cache folder, sha256 or a file's own check, atomic writes
     data        the corpus: text -> ids -> train/val splits -> (input, target) batches
-    tokenizers  the character tokenizer and GPT-2's BPE (tiktoken); text <-> id tensors
+    tokenizers  the character tokenizer, GPT-2's BPE (tiktoken), the Tokenizer interface they share
 Chapter 2, the bigram
     bigram      the counting bigram and the neural bigram (BigramLanguageModel)
     loss        the loss of a batch, estimated on random batches, or exact on a split
