@@ -40,6 +40,7 @@ from .data import (
 )
 from .device import DEVICE_CHOICES, CompileError, pick_device
 from .download import DownloadError, data_dir, sha256_of
+from .finetune_cli import add_finetune_parser
 from .generate import generate_text
 from .instruct import INSTRUCTION_DATA_PATH, INSTRUCTION_DATA_SHA256, instruction_data_path
 from .model import GPTModel, count_parameters
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                                          "TIKTOKEN_CACHE_DIR to choose the folders.")
     da.set_defaults(func=cmd_data)
     add_chat_parser(commands)  # gptcourse/chat_cli.py
+    add_finetune_parser(commands)  # gptcourse/finetune_cli.py
     return parser
 
 
