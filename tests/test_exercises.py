@@ -4,17 +4,13 @@ import json
 from pathlib import Path
 
 import pytest
+from tool_scripts import load_tool
 
-from gptcourse.exercises import (
-    STUB_MESSAGE,
-    SolutionFormatError,
-    generate,
-    main,
-    make_exercise,
-    out_of_date,
-    render,
-    strip_solution,
-)
+exercises = load_tool("exercises")
+STUB_MESSAGE, SolutionFormatError = exercises.STUB_MESSAGE, exercises.SolutionFormatError
+generate, main, render = exercises.generate, exercises.main, exercises.render
+make_exercise, out_of_date = exercises.make_exercise, exercises.out_of_date
+strip_solution = exercises.strip_solution
 
 ROOT = Path(__file__).resolve().parents[1]
 STUB = f'raise NotImplementedError("{STUB_MESSAGE}")'
@@ -112,7 +108,7 @@ def test_generate_check_and_main(tmp_path, capsys):
         f"ch98_orphan.ipynb: has no solution notebook in {solutions}",
     ]
     assert main(["--check", "--solutions", str(solutions), "--exercises", str(exercises)]) == 1
-    assert "run `python -m gptcourse.exercises` to regenerate" in capsys.readouterr().out
+    assert "run `make exercises` to regenerate" in capsys.readouterr().out
 
 
 # --- the committed notebooks --------------------------------------------------------------------
@@ -122,9 +118,9 @@ def test_committed_exercises_are_up_to_date(tmp_path):
     assert fresh, "no solution notebooks found"
     for path in fresh:
         committed = ROOT / "exercises" / path.name
-        assert committed.exists(), f"{path.name}: run `python -m gptcourse.exercises`"
+        assert committed.exists(), f"{path.name}: run `make exercises`"
         assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
-            f"{path.name} is stale: run `python -m gptcourse.exercises`"
+            f"{path.name} is stale: run `make exercises`"
         )
     assert out_of_date(ROOT / "solutions", ROOT / "exercises") == []
 

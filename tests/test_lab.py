@@ -11,10 +11,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tool_scripts import TOOLS, load_tool
 
-from gptcourse import lab
-from gptcourse.lab import MANIFEST, lab_command, sync_workspace
+from gptcourse import atomic
 
+lab = load_tool("lab")
+MANIFEST, lab_command, sync_workspace = lab.MANIFEST, lab.lab_command, lab.sync_workspace
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -72,9 +74,9 @@ def test_a_damaged_manifest_never_costs_the_learner_their_work(tmp_path):
 
 
 def run_lab(monkeypatch, capsys, course: Path, workspace) -> tuple[int, str]:
-    """`python -m gptcourse.lab` on a fake course, stopped before JupyterLab starts."""
+    """`python tools/lab.py` on a fake course, stopped before JupyterLab starts."""
     monkeypatch.setattr(lab, "COURSE_ROOT", course)
-    monkeypatch.setenv("GPTCOURSE_LAB_DRY_RUN", "1")
+    monkeypatch.setattr(lab, "start_jupyterlab", lambda command: None)
     if workspace is None:
         monkeypatch.delenv(lab.WORKSPACE_ENV, raising=False)
     else:
@@ -149,13 +151,13 @@ def test_a_disk_that_fills_while_copying_leaves_no_temp_file(tmp_path, monkeypat
             self.handle.write(data[: len(data) // 2])  # half of it fits, then the disk is full
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(lab.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    monkeypatch.setattr(atomic.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
     code, err = run_lab(monkeypatch, capsys, course, work)
     assert code == 1 and "the disk is full" in one_line(err) and "Your own notebooks are unchanged" in err
     assert sorted(p.name for p in work.rglob("*")) == [MANIFEST, "01.ipynb", "02.ipynb", "notebooks"]
     assert (work / "notebooks/01.ipynb").read_text() == "my answers"  # never lost
     assert (work / "notebooks/02.ipynb").read_text() == "v1"  # the old copy, whole
-    monkeypatch.setattr(lab.os, "fdopen", real_fdopen)  # space again: the update goes through
+    monkeypatch.setattr(atomic.os, "fdopen", real_fdopen)  # space again: the update goes through
     assert sync_workspace(course, work).updated == ["notebooks/02.ipynb"]
     assert (work / "notebooks/01.ipynb").read_text() == "my answers"
 
@@ -166,7 +168,7 @@ def test_a_read_only_workspace_is_one_line(tmp_path, monkeypatch, capsys):
     def read_only(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "ws"))
 
-    monkeypatch.setattr(lab.tempfile, "mkstemp", read_only)  # as root, chmod would not stop us
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", read_only)  # as root, chmod would not stop us
     code, err = run_lab(monkeypatch, capsys, course, tmp_path / "ws")
     assert code == 1 and "the file system is read-only" in one_line(err)
 
@@ -176,6 +178,20 @@ def test_a_course_root_without_notebooks_is_named(tmp_path, monkeypatch, capsys)
     (course / "notebooks").rmdir()
     code, err = run_lab(monkeypatch, capsys, course, tmp_path / "ws")
     assert code == 2 and "has no notebooks/: this is not a whole clone" in one_line(err)
+
+
+def test_a_first_run_copies_the_course_then_starts_jupyterlab_there(tmp_path, monkeypatch, capsys):
+    course = make_course(tmp_path / "course", {"notebooks/01.ipynb": "v1"})
+    started = []
+    monkeypatch.setattr(lab, "COURSE_ROOT", course)
+    monkeypatch.setattr(lab, "start_jupyterlab", started.append)
+    monkeypatch.delenv(lab.WORKSPACE_ENV, raising=False)
+    assert lab.main(["--no-browser"]) == 0
+    assert (course / "workspace/notebooks/01.ipynb").read_text() == "v1"
+    assert "lab: copied 1 notebook(s) into your workspace" in capsys.readouterr().out
+    [command] = started
+    assert f"--ServerApp.root_dir={course / 'workspace'}" in command
+    assert command[-1] == "--no-browser"
 
 
 def test_lab_command_adds_allow_root_only_for_root(tmp_path):
@@ -190,7 +206,7 @@ def test_lab_command_adds_allow_root_only_for_root(tmp_path):
 def test_make_lab_passes_lab_args_through():
     result = subprocess.run(["make", "-n", "lab", "LAB_ARGS=--port 8899 --no-browser"], cwd=ROOT,
                             capture_output=True, text=True, check=True)
-    assert "-m gptcourse.lab --port 8899 --no-browser" in result.stdout
+    assert "tools/lab.py --port 8899 --no-browser" in result.stdout
 
 
 def _free_port() -> int:
@@ -211,7 +227,7 @@ def test_jupyterlab_serves_chapters_exercises_and_solutions(tmp_path):
     port, token = _free_port(), "gptcourse-test"
     env = dict(os.environ, GPTCOURSE_WORKSPACE=str(tmp_path / "workspace"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"))
     server = subprocess.Popen(
-        [sys.executable, "-m", "gptcourse.lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+        [sys.executable, str(TOOLS / "lab.py"), "--no-browser", f"--port={port}", "--ip=127.0.0.1",
          f"--IdentityProvider.token={token}"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
@@ -248,6 +264,6 @@ def test_a_workspace_under_a_file_or_in_a_link_loop_is_one_line(tmp_path, monkey
     assert code == 1 and "a part of the path is a file" in one_line(err)
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
     code, err = run_lab(monkeypatch, capsys, course, tmp_path / "loop" / "ws")
-    assert code == 1 and one_line(err).startswith("gptcourse.lab: error:")
+    assert code == 1 and one_line(err).startswith("lab: error:")
     code, err = run_lab(monkeypatch, capsys, course, "~no-such-user-here/ws")
     assert code == 1 and "cannot be used" in one_line(err)

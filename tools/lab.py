@@ -5,27 +5,32 @@ use this copies notebooks/, exercises/ and solutions/ into workspace/ (ignored b
 JupyterLab there. Later runs add new or updated course notebooks, but never overwrite a notebook
 the learner has changed: a `git pull` of course updates cannot lose anyone's work.
 
-    python -m gptcourse.lab [JupyterLab options]      # what `make lab LAB_ARGS="..."` runs
+    python tools/lab.py [JupyterLab options]      # what `make lab LAB_ARGS="..."` runs
+
+It is a script in the clone's tools/ folder, not a module of the installed package: what it
+copies are the clone's own notebooks.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gptcourse.atomic import write_atomically
+from gptcourse.run_folder import describe_os_error
+
+PROG = "lab"  # how its messages begin
 COURSE_FOLDERS = ("notebooks", "exercises", "solutions")
 WORKSPACE = "workspace"
 WORKSPACE_ENV = "GPTCOURSE_WORKSPACE"  # another folder for the working copies, if set
 # What each workspace notebook looked like when the course last copied it in: a notebook whose
 # bytes still match was not touched by the learner, so a newer course version may replace it.
 MANIFEST = ".course-copies.json"
-COURSE_ROOT = Path(__file__).resolve().parents[1]  # the clone this package lives in
+COURSE_ROOT = Path(__file__).resolve().parents[1]  # the clone this script lives in
 
 
 @dataclass
@@ -71,24 +76,12 @@ def _read_manifest(workspace: Path) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file in the same folder, then rename it into place.
-
-    An interrupted or failed write (a full disk) never leaves half a notebook, nor the temp file.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):  # cleaning up must not hide the real error
-            Path(tmp).unlink(missing_ok=True)
+def _write_bytes(path: Path, data: bytes) -> None:
+    """A failed write (a full disk, a kill) leaves neither half a notebook nor a temp file."""
+    write_atomically(path, lambda handle: handle.write(data))
 
 
 def _failed(exc: OSError, workspace: Path, report: SyncReport) -> LabError:
-    from .run_folder import describe_os_error
-
     where = exc.filename or workspace
     done = (f" ({len(report.copied) + len(report.updated)} notebook(s) were brought in before "
             f"it)" if report.copied or report.updated else "")
@@ -141,7 +134,7 @@ def sync_workspace(course_root: Path, workspace: Path | None = None) -> SyncRepo
         text = json.dumps(manifest, indent=1, sort_keys=True) + "\n"
         try:
             workspace.mkdir(parents=True, exist_ok=True)
-            _write_atomically(workspace / MANIFEST, text.encode("utf-8"))
+            _write_bytes(workspace / MANIFEST, text.encode("utf-8"))
         except OSError as exc:
             failure = failure or exc
     if failure is not None:
@@ -154,12 +147,12 @@ def _sync_one(source: Path, target: Path, name: str, manifest: dict[str, str],
     course_digest = _digest(source)
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(target, source.read_bytes())
+        _write_bytes(target, source.read_bytes())
         report.copied.append(name)
     elif manifest.get(name) == course_digest:
         return  # the course has not changed since we copied it
     elif target.is_file() and _digest(target) in (manifest.get(name), course_digest):
-        _write_atomically(target, source.read_bytes())  # untouched by the learner
+        _write_bytes(target, source.read_bytes())  # untouched by the learner
         report.updated.append(name)
     else:
         report.kept.append(name)
@@ -186,36 +179,38 @@ def lab_command(workspace: Path, extra_args: list[str], as_root: bool | None = N
     return command + list(extra_args)
 
 
+def start_jupyterlab(command: list[str]) -> None:
+    """Replace this process with JupyterLab (Ctrl+C then stops it as usual). The tests swap this
+    function for one that records the command, so no test option ships with the tool."""
+    os.execv(command[0], command)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     course_root = COURSE_ROOT
     missing = [f"{folder}/" for folder in COURSE_FOLDERS if not (course_root / folder).is_dir()]
     if missing:
-        print(f"gptcourse.lab: {course_root} has no {', '.join(missing)}: this is not a whole "
-              f"clone of the course; run `make lab` from a clone (git clone, then make lab)",
+        print(f"{PROG}: {course_root} has no {', '.join(missing)}: this is not a whole clone of "
+              f"the course; run `make lab` from a clone (git clone, then make lab)",
               file=sys.stderr)
         return 2
     try:
         workspace = Path(os.environ.get(WORKSPACE_ENV) or course_root / WORKSPACE).expanduser()
     except RuntimeError as exc:  # "~someone" who has no home folder here
-        print(f"gptcourse.lab: error: {WORKSPACE_ENV} cannot be used ({exc}): set it to a "
-              f"folder path", file=sys.stderr)
+        print(f"{PROG}: error: {WORKSPACE_ENV} cannot be used ({exc}): set it to a folder path",
+              file=sys.stderr)
         return 1
     try:
         report = sync_workspace(course_root, workspace)
     except LabError as exc:
-        print(f"gptcourse.lab: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     for line in report.lines():
-        print(f"gptcourse.lab: {line}")
-    print(f"gptcourse.lab: you work in {workspace}, your own copy of the course; "
+        print(f"{PROG}: {line}")
+    print(f"{PROG}: you work in {workspace}, your own copy of the course; "
           f"the committed notebooks stay as they are for `make test`")
-    command = lab_command(workspace, args)
-    if os.environ.get("GPTCOURSE_LAB_DRY_RUN"):
-        print(" ".join(command))
-        return 0
-    os.execv(command[0], command)  # JupyterLab replaces this process (Ctrl+C stops it as usual)
-    return 0  # not reached
+    start_jupyterlab(lab_command(workspace, args))
+    return 0  # reached only when the tests have swapped start_jupyterlab
 
 
 if __name__ == "__main__":

@@ -5,8 +5,11 @@ line and an `# END SOLUTION` line. The exercise version replaces that region wit
 that raises NotImplementedError (keeping any `# HINT:` lines as comments), and clears all
 outputs, so the learner starts from a clean notebook.
 
-    python -m gptcourse.exercises            # solutions/*.ipynb -> exercises/*.ipynb
-    python -m gptcourse.exercises --check    # exit 1 if exercises/ is out of date
+    python tools/exercises.py            # solutions/*.ipynb -> exercises/*.ipynb (make exercises)
+    python tools/exercises.py --check    # exit 1 if exercises/ is out of date (make test runs it)
+
+A script of the clone, not a module of the installed package: it reads and writes the clone's
+own notebook folders, whichever folder it is run from.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ BEGIN = "# BEGIN SOLUTION"
 END = "# END SOLUTION"
 HINT = "# HINT:"
 STUB_MESSAGE = "Your turn: write this part, then run the check cell below."
+COURSE_ROOT = Path(__file__).resolve().parents[1]  # the clone this script lives in
 
 
 class SolutionFormatError(ValueError):
@@ -122,17 +126,17 @@ def out_of_date(solutions_dir: Path, exercises_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gptcourse.exercises", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python tools/exercises.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--solutions", type=Path, default=Path("solutions"))
-    parser.add_argument("--exercises", type=Path, default=Path("exercises"))
+    parser.add_argument("--solutions", type=Path, default=COURSE_ROOT / "solutions")
+    parser.add_argument("--exercises", type=Path, default=COURSE_ROOT / "exercises")
     parser.add_argument("--check", action="store_true", help="only report whether exercises/ is up to date")
     args = parser.parse_args(argv)
     if args.check:
         problems = out_of_date(args.solutions, args.exercises)
         for problem in problems:
             print(problem)
-        print("exercises are up to date" if not problems else "run `python -m gptcourse.exercises` to regenerate")
+        print("exercises are up to date" if not problems else "run `make exercises` to regenerate")
         return 1 if problems else 0
     for path in generate(args.solutions, args.exercises):
         print(f"wrote {path}")
