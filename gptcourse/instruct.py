@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 from .chat import IM_END, chat_token_ids
 from .download import fetch
-from .tokenizers import END_OF_TEXT
+from .tokenizers import END_OF_TEXT, Tokenizer
 from .validate import ArgumentTypeError, InputError, require_flag, require_int, require_probability
 
 INSTRUCTION_DATA_URL = (
@@ -146,41 +146,37 @@ def chat_messages(entry: dict, system: str | None = None) -> list[dict]:
     return [*messages, {"role": "user", "content": user_text(entry)}]
 
 
-def special_id(tokenizer, name: str) -> int:
+def special_id(tokenizer: Tokenizer, name: str) -> int:
     """The id of a special token such as "<|endoftext|>", with a clear error if the tokenizer lacks it."""
-    specials = getattr(tokenizer, "special_tokens", None)  # BPETokenizer (SmolLM2's): {token: id}
-    if isinstance(specials, dict) and name in specials:
-        return specials[name]
-    if name in (getattr(tokenizer, "special_tokens_set", None) or ()):  # tiktoken
-        return tokenizer.encode(name, allowed_special={name})[0]
-    raise InputError(f"the tokenizer has no special token {name!r}: pass end_id= yourself, the "
-                     f"id of a token the model should write at the end of every response")
+    if name not in tokenizer.special_tokens_set:
+        raise InputError(f"the tokenizer has no special token {name!r}: pass end_id= yourself, the "
+                         f"id of a token the model should write at the end of every response")
+    return tokenizer.encode(name, allowed_special={name})[0]
 
 
-def _ordinary(tokenizer, text: str) -> list[int]:
-    """Text as ordinary tokens: a "<|im_end|>" typed in the data stays text, never a control token."""
-    encode = getattr(tokenizer, "encode_ordinary", None) or tokenizer.encode
-    return list(encode(text))
-
-
-def tokenize_alpaca(entry: dict, tokenizer, end_id: int | None = None) -> tuple[list[int], list[int]]:
+def tokenize_alpaca(entry: dict, tokenizer: Tokenizer,
+                    end_id: int | None = None) -> tuple[list[int], list[int]]:
     """(prompt ids, response ids) in the Alpaca layout; the response ends with end_id.
 
     end_id defaults to the tokenizer's "<|endoftext|>" (GPT-2's 50256, SmolLM2's 0); a tokenizer
-    without one (the character tokenizer) needs it given.
+    without one (the character tokenizer) needs it given. The text is encoded as ordinary
+    tokens: a "<|endoftext|>" typed in the data stays text, never a control token.
     """
     end_id = special_id(tokenizer, END_OF_TEXT) if end_id is None else require_int("end_id", end_id, low=0)
-    return _ordinary(tokenizer, alpaca_prompt(entry)), [*_ordinary(tokenizer, entry["output"]), end_id]
+    response = [*tokenizer.encode_ordinary(entry["output"]), end_id]
+    return tokenizer.encode_ordinary(alpaca_prompt(entry)), response
 
 
-def tokenize_chat(entry: dict, tokenizer, system: str | None = None) -> tuple[list[int], list[int]]:
+def tokenize_chat(entry: dict, tokenizer: Tokenizer,
+                  system: str | None = None) -> tuple[list[int], list[int]]:
     """(prompt ids, response ids) in SmolLM2's chat template; the response ends with <|im_end|>.
 
     The prompt is exactly what chat_token_ids gives a chat before the assistant's turn, so the
-    model is trained on the very ids it sees when it is asked the question later.
+    model is trained on the very ids it sees when it is asked the question later. A "<|im_end|>"
+    typed in the answer stays text.
     """
     prompt = chat_token_ids(chat_messages(entry, system), tokenizer, add_generation_prompt=True)
-    return prompt, [*_ordinary(tokenizer, entry["output"]), special_id(tokenizer, IM_END)]
+    return prompt, [*tokenizer.encode_ordinary(entry["output"]), special_id(tokenizer, IM_END)]
 
 
 def tokenize_entries(entries: Sequence[dict], tokenize, tokenizer,
