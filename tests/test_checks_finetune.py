@@ -95,6 +95,8 @@ def test_collate_stub_fails():
     (dict(first_kept=lambda n: n), "the first response token is never learned"),
     (dict(first_kept=lambda n: n - 2), "the last prompt token is learned"),
     (dict(invert=True), "the response is masked instead of the prompt"),
+    (dict(first_kept=lambda n: 0), "the prompt's targets are not masked"),
+    (dict(shift="none", first_kept=lambda n: 0), "two mistakes: the targets are not shifted"),
     (dict(mask_with=0), "the prompt's targets are 0, a real token id"),
     (dict(mask_with=1), "the prompt's targets are pad_id, a real token id"),
     (dict(pad_targets_with=1), "the padding's targets are pad_id"),
@@ -143,6 +145,7 @@ def test_collate_batch_of_one_and_equal_rows_are_checked():
     (lambda x, y: x, "should return two tensors, (inputs, targets)"),
     (lambda x, y: (x.flatten(), y.flatten()), "should give two (B, T) tensors"),
     (lambda x, y: (x, "targets"), "should return two tensors, got Tensor, str"),
+    (lambda x, y: (x, x.clone()), "the targets are the inputs themselves"),
 ])
 def test_collate_wrong_return_values_are_named(out, words):
     result = check_collate(lambda batch, pad_id: out(*collate(batch, pad_id)))
@@ -232,6 +235,8 @@ def test_masked_cross_entropy_stub_fails():
     (lambda l, t: reference_ce(l, t).item(), "returned a float: return the tensor itself"),
     (lambda l, t: reference_ce(l, t).item(), "no gradient reaches the logits"),
     (lambda l, t: reference_ce(l.detach(), t), "no gradient reaches the logits"),
+    (lambda l, t: torch.zeros((), requires_grad=True), "no gradient reaches the response positions' logits"),
+    (lambda l, t: l.sum() * 0, "no gradient reaches the response positions' logits"),
     (lambda l, t: [reference_ce(l, t)], "should return the loss as a tensor with one number, got list"),
     (by_gather, "a target of -100 was used as a token id"),
     (lambda l, t: F.cross_entropy(l, t), "flatten"),

@@ -296,6 +296,7 @@ def test_lora_linear_stub_fails():
     (OtherName, "keep the layer you wrap as self.base"),
     (ParameterAB, "self.A and self.B should be layers"),
     (TransposedA, "A's weight should be (r, in) = (2, 8)"),
+    (forward_as(lambda self, x: (self.base(x),)), "should return the output tensor, got tuple"),
 ])
 def test_lora_linear_mistakes_are_named(cls, words):
     result = check_lora_linear(cls)

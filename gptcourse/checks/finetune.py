@@ -37,6 +37,8 @@ COLLATE_MISTAKES = {
     "the first response token, [-100] * (len(prompt) - 1) + response": [dict(offset=-1)],
     "the response is masked instead of the prompt: -100 goes on the prompt's targets, and the "
     "response's targets are kept": [dict(invert=True)],
+    "the prompt's targets are not masked, so the model would learn to write prompts too: set them "
+    "to -100, [-100] * (len(prompt) - 1) + response": [dict(masked=False)],
     f"the prompt's targets are 0, a real token id: {MASK_IT}": [dict(mask=0)],
     f"the prompt's targets are pad_id, a real token id: {MASK_IT}": [dict(mask="pad")],
     "the padding's targets are pad_id, so the model would learn to write padding: pad the "
@@ -55,7 +57,7 @@ COLLATE_MISTAKES = {
 
 
 def _collate_variant(batch, pad_id: int, *, shift: str = "next", offset: int = 0, invert: bool = False,
-                     mask=IGNORE_INDEX, target_pad=IGNORE_INDEX, input_pad="pad", left: bool = False,
+                     masked: bool = True, mask=IGNORE_INDEX, target_pad=IGNORE_INDEX, input_pad="pad", left: bool = False,
                      end: str = "keep") -> tuple[torch.Tensor, torch.Tensor]:
     """collate with one deliberate change, to recognise a learner's mistake (the defaults give the
     reference). mask, target_pad and input_pad are a number, or "pad" for pad_id."""
@@ -71,7 +73,8 @@ def _collate_variant(batch, pad_id: int, *, shift: str = "next", offset: int = 0
                          "none_full": (tokens, range(n)), "back": (tokens[1:], range(n - 1))}[shift]
         if end == "input":
             inputs, where = tokens, range(1, n + 1)
-        targets = [IGNORE_INDEX if i >= n else tokens[i] if (i >= len(prompt) + offset) != invert
+        first_kept = len(prompt) + offset if masked else 0
+        targets = [IGNORE_INDEX if i >= n else tokens[i] if (i >= first_kept) != invert
                    else value(mask) for i in where]
         rows.append((inputs, targets))
     T = max(len(inputs) for inputs, _ in rows)
@@ -133,7 +136,9 @@ def _check_collate_case(check: Check, name: str, collate, label: str, batch, pad
     if _same(out, expected):
         check.ok(f"{label}: inputs and targets equal the reference")
         return
-    diagnosis = _collate_diagnosis(out, batch, pad_id)
+    diagnosis = _collate_diagnosis(out, batch, pad_id) if not torch.equal(out[0], out[1]) else (
+        "the targets are the inputs themselves: targets = tokens[1:] (the next token at each "
+        "position), with the prompt and the padding set to -100")
     (B, T), got = expected[0].shape, tuple(out[0].shape)
     if diagnosis is None and got[0] == B and got[1] > T and out[1].shape == out[0].shape and _same(
             (out[0][:, :T], out[1][:, :T]), expected):
@@ -256,9 +261,12 @@ def _check_ce_gradient(check: Check, what: str, out, mine: torch.Tensor, referen
         return
     check.call(f"{what}.backward()", out.sum().backward)
     expected.backward()
-    grad = torch.zeros_like(mine) if mine.grad is None else mine.grad
+    grad = mine.grad
     ignored = targets == IGNORE_INDEX
-    if grad[ignored].count_nonzero():
+    if grad is None or not grad[~ignored].count_nonzero():
+        check.fail(f"no gradient reaches the response positions' logits from {what}: compute the "
+                   f"loss from the logits themselves, without .item(), .detach() or torch.no_grad()")
+    elif grad[ignored].count_nonzero():
         check.fail("the prompt and padding positions get a gradient, so they are learned too: their "
                    "loss must not depend on the logits at all (ignore_index=-100 skips them)")
     elif right:

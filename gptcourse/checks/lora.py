@@ -158,6 +158,8 @@ def _check_forward(check: Check, layer, reference, base: nn.Linear, r: int, alph
     for shape in ((5, base.in_features), (2, 3, base.in_features)):
         x = torch.randn(shape, generator=gen)
         out = check.call(f"{label}(x) on a {shape} input", layer, x)
+        if not isinstance(out, torch.Tensor):
+            check.stop(f"{label}(x) should return the output tensor, got {type(out).__name__}")
         expected = reference(x)
         if not (isinstance(out, torch.Tensor) and close(out, expected, atol=1e-5)):
             with torch.no_grad():
