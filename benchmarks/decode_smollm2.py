@@ -10,7 +10,7 @@ Both sides run the very same weights: the course's LlamaModel loaded from the GG
 For each thread count, in alternating rounds (ours, theirs, ours, ...), it times:
   ours          gptcourse.chat.stream_tokens: the course's cached decode, what `gptcourse chat` runs
   transformers  LlamaForCausalLM.generate(do_sample=False, use_cache=True)
-  floor         every Linear layer once on one token (gptcourse.kvcache.weight_reading_floor),
+  floor         every Linear layer once on one token (gptcourse.lowprec.weight_reading_floor),
                 as many times as tokens: reading every weight once per token, nothing else
 The headline is the median over rounds of each round's own ratio (theirs / ours): the two sides
 of a round run seconds apart, so a busy machine slows both alike.
@@ -20,20 +20,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
+from _paired import paired_ratio, timed
 
 from gptcourse.chat import chat_token_ids, stream_tokens
-from gptcourse.kvcache import weight_reading_floor
+from gptcourse.lowprec import weight_reading_floor
 from gptcourse.smollm2 import load_smollm2, to_transformers
-
-
-def timed(fn) -> tuple[object, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def agreement(model, prompt: list[int], ours: list[int], theirs: list[int]) -> str:
@@ -100,7 +93,7 @@ def main() -> None:
             same = agreement(model, prompt, tokens, reference)
         floor, floor_bytes = weight_reading_floor(model, repeats=args.rounds, passes=n)
         best_ours, best_theirs = min(mine), min(hers)
-        paired = statistics.median(t / o for o, t in zip(mine, hers))
+        paired = paired_ratio(mine, hers)
         print(f"{threads} thread(s): ours {n / best_ours:.1f} tok/s, transformers "
               f"{n / best_theirs:.1f} tok/s ({same})")
         print(f"  ours / transformers: {paired:.2f}x (median of {args.rounds} paired rounds), "

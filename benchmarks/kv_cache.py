@@ -1,46 +1,45 @@
 """Benchmark: greedy decoding with a KV cache, GPT-2 124M architecture, on CPU, against `transformers`.
 
-    python benchmarks/kv_cache.py                      # 200 new tokens after an 8-token prompt
-    python benchmarks/kv_cache.py --threads 1 --rounds 3
+    python benchmarks/kv_cache.py                      # 1 and 2 threads, 200 new tokens, 5 rounds
+    python benchmarks/kv_cache.py --threads 2 --rounds 7
     python benchmarks/kv_cache.py --no-uncached --no-low-precision
 
 One randomly initialised `transformers` GPT2LMHeadModel gives its weights to our GPTModel
 (gptcourse.pretrained.gpt2_from_hf), so both decode the very same function; the benchmark
 checks that they produce identical tokens. Random weights are fine for timing: the work per
-token does not depend on the values. In alternating rounds (ours, theirs, ours, ...) it times:
-  ours        generate_cached(fused=True): the course's cached decode through fused kernels
+token does not depend on the values. For each thread count, in alternating rounds, it times:
+  ours          generate_cached(model, prompt, n): the default path (gptcourse.fastdecode)
+  reference     generate_cached(..., fused=False): the model's own modules, the explicit version
   transformers  GPT2LMHeadModel.generate(use_cache=True, do_sample=False)
-  floor       every Linear layer once on one token: reads every weight once and nothing else,
-              so no cached step can be faster (gptcourse.kvcache.weight_reading_floor); run as
-              many times as ours decodes tokens, so that each side's round is a mean over n tokens
-and, once each, generate_text_simple (no cache) and the low-precision copies of our model
+  floor         every Linear layer once on one token, as many times as tokens: reads every weight
+                once and nothing else, so no cached step can be faster
+                (gptcourse.lowprec.weight_reading_floor)
+The headline is the median over rounds of each round's own ratio (theirs / ours): the sides of
+a round run seconds apart, so a busy machine slows them alike. Then, once, at the last thread
+count: generate_text_simple (no cache) and the low-precision copies of our model
 (gptcourse.lowprec): their speed against fp32, their own floor, and how many of their greedy
-tokens agree with fp32's. The best round of each side counts, so a busy machine slows all alike.
-On a busy machine, --threads 1 gives steadier numbers than 2.
+tokens agree with fp32's.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
+import torch.nn.functional as F
+from _paired import paired_ratio, timed
 
 from gptcourse.generate import generate_text_simple
-from gptcourse.kvcache import generate_cached, weight_reading_floor
-from gptcourse.lowprec import LOW_PRECISION, greedy_agreement, low_precision_copy
+from gptcourse.kvcache import generate_cached
+from gptcourse.lowprec import (
+    LOW_PRECISION,
+    greedy_agreement,
+    low_precision_copy,
+    weight_reading_floor,
+)
 from gptcourse.model import GPTModel
 from gptcourse.pretrained import gpt2_from_hf
-
-
-def best_seconds(fn, rounds: int) -> tuple[object, float]:
-    best, out = float("inf"), None
-    for _ in range(rounds):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return out, best
 
 
 def operation_overhead(model: GPTModel, prompt: torch.Tensor, n: int, rounds: int) -> float:
@@ -51,23 +50,37 @@ def operation_overhead(model: GPTModel, prompt: torch.Tensor, n: int, rounds: in
     """
     tiny = GPTModel(model.cfg.replace(emb_dim=48, vocab_size=100)).eval()
     ids = prompt % 100
-    generate_cached(tiny, ids, 3, fused=True)
-    return best_seconds(lambda: generate_cached(tiny, ids, n, fused=True), rounds)[1]
+    generate_cached(tiny, ids, 3)
+    return min(timed(lambda: generate_cached(tiny, ids, n))[1] for _ in range(rounds))
+
+
+@torch.no_grad()
+def stored_layout_seconds(model: torch.nn.Module, repeats: int) -> float:
+    """Seconds to run every Linear layer once on one token with its weight as nn.Linear stores
+    it, (out, in): the floor without the input-major copies of the default path."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    inputs = [torch.zeros(1, 1, layer.in_features) for layer in layers]
+
+    def one_pass() -> None:
+        for layer, x in zip(layers, inputs):
+            F.linear(x, layer.weight, layer.bias)
+    return min(timed(one_pass)[1] for _ in range(repeats))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=200)
     parser.add_argument("--prompt-tokens", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per thread count")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="torch CPU thread counts to measure, in one run (default: 1 2)")
     parser.add_argument("--uncached", action=argparse.BooleanOptionalAction, default=True,
                         help="also time generate_text_simple (slow)")
     parser.add_argument("--low-precision", action=argparse.BooleanOptionalAction, default=True,
                         help="also time the low-precision copies (gptcourse.lowprec)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.new_tokens < 1 or args.prompt_tokens < 1 or args.rounds < 1 or min(args.threads) < 1:
+        parser.error("--new-tokens, --prompt-tokens, --rounds and --threads must be at least 1")
     import transformers  # a dev dependency: only this benchmark needs it
 
     torch.manual_seed(0)
@@ -76,55 +89,64 @@ def main() -> None:
     prompt = torch.randint(0, model.cfg.vocab_size, (1, args.prompt_tokens))
     n = args.new_tokens
     print(f"GPT-2 124M architecture, random weights, {prompt.size(1)}-token prompt, {n} new tokens, "
-          f"CPU, {torch.get_num_threads()} threads, torch {torch.__version__}, transformers "
-          f"{transformers.__version__}, {platform.processor() or platform.machine()}")
+          f"CPU, torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"{platform.processor() or platform.machine()}")
 
-    def ours():
-        return generate_cached(model, prompt, n, fused=True)
-
-    def theirs():
+    def theirs() -> torch.Tensor:
         with torch.no_grad():
             return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=n,
                                min_new_tokens=n, do_sample=False, use_cache=True,
                                pad_token_id=hf.config.eos_token_id)
 
-    def floor():
-        # As many passes as `ours` decodes tokens, timed as a whole: the floor's round is the
-        # same kind of figure as the others' (the mean over n tokens), not its luckiest pass.
-        return weight_reading_floor(model, repeats=1, passes=n)[0] * n
+    sides = {
+        "ours": lambda: generate_cached(model, prompt, n),
+        "reference": lambda: generate_cached(model, prompt, n, fused=False),
+        "transformers": theirs,
+    }
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        for name in ("ours", "reference"):  # warm-up: allocation, kernel choice
+            generate_cached(model, prompt, 3, fused=name == "ours")
+        hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=3, do_sample=False,
+                    pad_token_id=hf.config.eos_token_id)
+        seconds, results = {name: [] for name in [*sides, "floor"]}, {}
+        for _ in range(args.rounds):
+            for name, side in sides.items():
+                results[name], took = timed(side)
+                seconds[name].append(took)
+            # As many passes as tokens: a mean over n tokens, like the others' rounds.
+            seconds["floor"].append(weight_reading_floor(model, repeats=1, passes=n)[0] * n)
+        for name in ("ours", "reference"):
+            if not torch.equal(results[name], results["transformers"]):
+                raise SystemExit(f"{name}: our tokens differ from transformers'")
+        best = {name: min(times) for name, times in seconds.items()}
+        floor_bytes = weight_reading_floor(model, repeats=1)[1]
+        stored = stored_layout_seconds(model, args.rounds)
+        overhead = operation_overhead(model, prompt, n, args.rounds)
+        print(f"\n{threads} thread(s): ours {n / best['ours']:.2f} tok/s, reference "
+              f"{n / best['reference']:.2f} tok/s, transformers {n / best['transformers']:.2f} tok/s "
+              f"(identical {n} tokens)")
+        print(f"  ours / transformers:      {paired_ratio(seconds['ours'], seconds['transformers']):.2f}x"
+              f" (median of {args.rounds} paired rounds), {best['transformers'] / best['ours']:.2f}x "
+              f"(best rounds)")
+        print(f"  reference / transformers: "
+              f"{paired_ratio(seconds['reference'], seconds['transformers']):.2f}x (median), "
+              f"{best['transformers'] / best['reference']:.2f}x (best rounds)")
+        floor_ms = 1e3 * best["floor"] / n
+        print(f"  weight-reading floor:     {floor_ms:.1f} ms per token ({floor_bytes / 1e6:.0f} MB at "
+              f"{floor_bytes * n / best['floor'] / 1e9:.1f} GB/s); ours at "
+              f"{paired_ratio(seconds['ours'], seconds['floor']):.2f} of it (median), transformers at "
+              f"{paired_ratio(seconds['transformers'], seconds['floor']):.2f}")
+        print(f"  the same weights as nn.Linear stores them, (out, in): {1e3 * stored:.1f} ms per "
+              f"token ({floor_bytes / stored / 1e9:.1f} GB/s)")
+        print(f"  operations' own cost:     {1e3 * overhead / n:.1f} ms per token (the same "
+              f"{model.cfg.n_layers} blocks with tiny matrices); floor + this is "
+              f"{floor_ms + 1e3 * overhead / n:.1f} ms, ours takes {1e3 * best['ours'] / n:.1f} ms")
 
-    generate_cached(model, prompt, 3, fused=True)  # warm-up: allocation, kernel choice
-    theirs_short = hf.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=0)
-    del theirs_short
-    best = {"ours": float("inf"), "transformers": float("inf"), "floor": float("inf")}
-    for r in range(args.rounds):
-        tokens_ours, seconds = best_seconds(ours, 1)
-        best["ours"] = min(best["ours"], seconds)
-        tokens_theirs, seconds = best_seconds(theirs, 1)
-        best["transformers"] = min(best["transformers"], seconds)
-        best["floor"] = min(best["floor"], floor())
-        print(f"round {r + 1}: ours {n / best['ours']:6.2f}  transformers {n / best['transformers']:6.2f}"
-              f"  floor {n / best['floor']:6.2f} tokens/s (best so far)", flush=True)
-    bytes_read = weight_reading_floor(model, repeats=1)[1]
-    same = torch.equal(tokens_ours, tokens_theirs)
-    print(f"\n{'':28s}{'tokens/s':>10s}{'ms/token':>10s}")
-    for name, seconds in best.items():
-        print(f"{name:28s}{n / seconds:10.2f}{1e3 * seconds / n:10.1f}")
-    print(f"ours / transformers:        {best['transformers'] / best['ours']:.2f}x")
-    print(f"ours / floor:               {best['floor'] / best['ours']:.2f} "
-          f"({bytes_read / 1e6:.0f} MB of Linear weights at {bytes_read * n / best['floor'] / 1e9:.1f} GB/s)")
-    print(f"identical tokens:           {same}")
-    if not same:
-        raise SystemExit("our tokens differ from transformers'")
-    overhead = operation_overhead(model, prompt, n, args.rounds)
-    print(f"operations' own cost:       {1e3 * overhead / n:.1f} ms/token: the same {model.cfg.n_layers} "
-          f"blocks with tiny matrices, so floor + this is the most a step of these operations can do "
-          f"({n / (best['floor'] + overhead):.2f} tokens/s, {best['floor'] / (best['floor'] + overhead):.2f} "
-          f"of the floor)")
-
+    tokens_ours = results["ours"]
     if args.uncached:
-        plain, t_plain = best_seconds(lambda: generate_text_simple(model, prompt, n), 1)
-        print(f"without cache:              {n / t_plain:.2f} tokens/s; cache speed-up "
+        plain, t_plain = timed(lambda: generate_text_simple(model, prompt, n))
+        print(f"\nwithout cache:              {n / t_plain:.2f} tokens/s; cache speed-up "
               f"{t_plain / best['ours']:.2f}x (at most {t_plain / best['floor']:.2f}x: uncached / floor)"
               f"; same tokens {torch.equal(plain, tokens_ours)}")
     if args.low_precision:
@@ -132,12 +154,12 @@ def main() -> None:
               f"{'agree (forced)':>16s}{'agree (free)':>14s}")
         for kind in LOW_PRECISION:
             small = low_precision_copy(model, kind)
-            generate_cached(small, prompt, 3, fused=True)
-            _, seconds = best_seconds(lambda small=small: generate_cached(small, prompt, n, fused=True),
-                                      args.rounds)
+            generate_cached(small, prompt, 3)
+            t_small = min(timed(lambda small=small: generate_cached(small, prompt, n))[1]
+                          for _ in range(args.rounds))
             low_floor = weight_reading_floor(small, repeats=args.rounds, passes=n)[0] * n
             agreement = greedy_agreement(model, small, prompt, n, reference_tokens=tokens_ours)
-            print(f"{kind:16s}{n / seconds:10.2f}{best['ours'] / seconds:8.2f}x{low_floor / seconds:14.2f}"
+            print(f"{kind:16s}{n / t_small:10.2f}{best['ours'] / t_small:8.2f}x{low_floor / t_small:14.2f}"
                   f"{agreement.forced:16.1%}{agreement.free:14.1%}")
 
 

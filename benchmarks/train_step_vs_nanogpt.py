@@ -24,12 +24,12 @@ import argparse
 import importlib.util
 import math
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
+from _paired import paired_ratio
 
 from gptcourse.config import GPTConfig
 from gptcourse.data import get_batch, load_text, train_val_split
@@ -205,11 +205,6 @@ def main() -> None:
     paired = [name for name in ("course", "course, compiled") if name in rounds]
     print(f"median of the {args.rounds} rounds' own ratios to nanoGPT: " + ", ".join(
         f"{name} {paired_ratio(rounds[name], rounds['nanoGPT']):.2f}x" for name in paired))
-
-
-def paired_ratio(ours: list[float], theirs: list[float]) -> float:
-    """The median over rounds of theirs / ours seconds: how many times faster ours ran, round by round."""
-    return statistics.median(t / o for o, t in zip(ours, theirs, strict=True))
 
 
 if __name__ == "__main__":

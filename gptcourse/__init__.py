@@ -37,8 +37,9 @@ Chapter 6, training and sampling
 Chapter 7, beyond
     pretrained  OpenAI's GPT-2 weights loaded into GPTModel
     safetensors_file  reading a .safetensors header: every tensor's shape, a file cut short
-    kvcache     generation with a KV cache, plain and with fused kernels
-    lowprec     decoding with fewer bytes per weight: bf16 and int8 copies, greedy agreement
+    kvcache     generation with a KV cache: the explicit step, and generate_cached
+    fastdecode  generate_cached's default step: fused kernels, weights in the layout a CPU reads fastest
+    lowprec     decoding with fewer bytes per weight: bf16 and int8 copies, greedy agreement, the floor
 Chapter 8, tokenizers from scratch
     bpe         byte-level BPE: pair counts, merges, training, encode and decode
     pretokenize the pre-tokenizer: the pieces BPE merges inside of (GPT-2's pattern, stages)

@@ -8,24 +8,23 @@ These functions run the layers and weights of an existing GPTModel (they do not 
 `forward_with_cache(model, ids, cache)` gives the logits `model(all_ids)` would give for the
 new positions: the same computation, up to the order in which float sums are added.
 
-With fused=True, LayerNorm, GELU and attention run through PyTorch's fused kernels
-(F.layer_norm, F.gelu, F.scaled_dot_product_attention) with the model's own weights: the same
-functions in fewer, larger operations. A cached step on a CPU is mostly spent reading the
-weights; fusing removes much of the rest. The logits then agree with the model's to float
-rounding rather than bit for bit.
+fused=True runs LayerNorm, GELU and attention through the layers' fused functions (one kernel
+each instead of several small operations) with the model's own weights; the logits then agree
+with the model's to float rounding rather than bit for bit. `generate_cached` does this by
+default, through `gptcourse.fastdecode`, which also keeps some weights in the layout a CPU
+reads fastest; fused=False runs the model's own modules, the explicit reference.
 """
 
 from __future__ import annotations
 
-import time
-
 import torch
-import torch.nn.functional as F
 
 from .attention import MultiHeadAttention
+from .fastdecode import DecodePlan
 from .generate import sample_next
 from .layers import GELU, FeedForward, LayerNorm, TransformerBlock
 from .model import GPTModel
+from .tokenizers import text_to_token_ids, token_ids_to_text
 from .validate import (
     require_flag,
     require_instance,
@@ -120,21 +119,6 @@ def attention_with_cache(att: MultiHeadAttention, x: torch.Tensor, past_k: torch
     return _attend(att, q, k, v, fused), k, v
 
 
-def layer_norm(norm: LayerNorm, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
-    """norm(x), or the same function as one fused kernel."""
-    if not fused:
-        return norm(x)
-    return F.layer_norm(x, (norm.emb_dim,), norm.scale, norm.shift, norm.eps)
-
-
-def feed_forward(ff: FeedForward, x: torch.Tensor, fused: bool = False) -> torch.Tensor:
-    """ff(x), or the same with GELU as one fused kernel instead of five small operations."""
-    if not fused:
-        return ff(x)
-    expand, _, project = ff.layers
-    return project(F.gelu(expand(x), approximate="tanh"))
-
-
 def validate_fusable(model: GPTModel) -> None:
     """fused=True replaces exactly the course's LayerNorm and GELU: refuse anything else."""
     for i, block in enumerate(model.trf_blocks):
@@ -157,10 +141,12 @@ def _shortcut_dropout(block: TransformerBlock, x: torch.Tensor) -> torch.Tensor:
 def block_with_cache(block: TransformerBlock, x: torch.Tensor, cache: KVCache, layer: int,
                      fused: bool = False) -> torch.Tensor:
     """One transformer block on the new tokens x (B, T_new, C), reading and extending layer `layer` of the cache."""
-    q, k, v = _new_qkv(block.att, layer_norm(block.norm1, x, fused))
+    norm1, norm2, ff = ((block.norm1.fused_forward, block.norm2.fused_forward, block.ff.fused_forward)
+                        if fused else (block.norm1, block.norm2, block.ff))
+    q, k, v = _new_qkv(block.att, norm1(x))
     k, v = cache.append(layer, k, v)  # as in attention_with_cache, with the cache's own storage
     x = x + _shortcut_dropout(block, _attend(block.att, q, k, v, fused))
-    return x + _shortcut_dropout(block, feed_forward(block.ff, layer_norm(block.norm2, x, fused), fused))
+    return x + _shortcut_dropout(block, ff(norm2(x)))
 
 
 def forward_with_cache(model: GPTModel, idx_new: torch.Tensor, cache: KVCache,
@@ -168,11 +154,18 @@ def forward_with_cache(model: GPTModel, idx_new: torch.Tensor, cache: KVCache,
     """Logits (B, T_new, vocab) for new token ids (B, T_new) that follow the cached ones.
 
     With last_only=True, only the last position goes through the output head: (B, 1, vocab).
-    With fused=True, LayerNorm, GELU and attention use PyTorch's fused kernels (see the top).
+    With fused=True, LayerNorm, GELU and attention use the layers' fused functions (see the top).
     """
-    model.validate_input(idx_new)
+    require_flag("fused", fused)
     if fused:
         validate_fusable(model)
+    _check_step(model, idx_new, cache)
+    return _forward_checked(model, idx_new, cache, last_only, fused)
+
+
+def _check_step(model: GPTModel, idx_new: torch.Tensor, cache: KVCache) -> None:
+    """Clear errors for ids or a cache that the model cannot extend."""
+    model.validate_input(idx_new)
     past, T_new = cache.length, idx_new.size(1)
     if len(cache.keys) != len(model.trf_blocks):
         raise ValueError(f"the cache has {len(cache.keys)} layers but the model has "
@@ -184,7 +177,6 @@ def forward_with_cache(model: GPTModel, idx_new: torch.Tensor, cache: KVCache,
         raise ValueError(f"the cache holds {past} positions, so {T_new} more would pass the context "
                          f"length {model.cfg.context_length}: reset the cache and start again from the "
                          f"last tokens (generate_cached does this)")
-    return _forward_checked(model, idx_new, cache, last_only, fused)
 
 
 def _forward_checked(model: GPTModel, idx_new: torch.Tensor, cache: KVCache, last_only: bool,
@@ -198,21 +190,23 @@ def _forward_checked(model: GPTModel, idx_new: torch.Tensor, cache: KVCache, las
         x = block_with_cache(block, x, cache, layer, fused)
     if last_only:
         x = x[:, -1:, :]  # generation needs only the last position's prediction
-    return model.out_head(layer_norm(model.final_norm, x, fused))
+    final_norm = model.final_norm.fused_forward if fused else model.final_norm
+    return model.out_head(final_norm(x))
 
 
 @torch.no_grad()
 def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
                     context_size: int | None = None, temperature: float = 0.0, top_k: int | None = None,
                     generator: torch.Generator | None = None,
-                    refill_length: int | None = None, fused: bool = False) -> torch.Tensor:
+                    refill_length: int | None = None, fused: bool = True) -> torch.Tensor:
     """Like generate_text_simple / generate, but each step runs the model on the new token only.
 
     Past the context size, the oldest token must leave the window and every position shifts, so
     the cache is rebuilt from the last `refill_length` tokens. The default (= context_size) matches
     the uncached crop exactly, at the price of a full forward per token; a smaller value is faster
     but the model then sees fewer tokens than the uncached crop, so its tokens can differ.
-    fused=True runs each step through PyTorch's fused kernels (see the top of this module).
+    fused=True (the default) runs the steps through `gptcourse.fastdecode`; fused=False through
+    the model's own modules (forward_with_cache), the explicit reference.
     """
     require_instance("model", model, GPTModel)
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.size(1) == 0:
@@ -233,13 +227,17 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
     was_training = model.training
     model.eval()
     cache = KVCache(model.cfg.n_layers, capacity=context_size)  # written in place, never copied
+    plan = DecodePlan(model) if fused else None  # after eval(): the plan skips dropout
 
     def next_logits(ids: torch.Tensor, check: bool = True) -> torch.Tensor:
-        """(B, vocab) after ids, extending the cache; check=False skips forward_with_cache's checks."""
-        forward = forward_with_cache if check else _forward_checked
-        return forward(model, ids, cache, last_only=True, fused=fused)[:, -1]
+        """(B, vocab) after ids, extending the cache; check=False skips the checks of the step."""
+        if check:
+            _check_step(model, ids, cache)
+        if plan is not None:
+            return plan.forward(ids, cache)[:, -1]
+        return _forward_checked(model, ids, cache, True, False)[:, -1]
 
-    logits = next_logits(idx[:, -context_size:])  # the prefill, with all of forward_with_cache's checks
+    logits = next_logits(idx[:, -context_size:])  # the prefill, with all the checks
     for step in range(max_new_tokens):
         next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1)
         idx = torch.cat([idx, next_id], dim=1)
@@ -257,45 +255,13 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
     return idx
 
 
-@torch.no_grad()
-def weight_reading_floor(model: torch.nn.Module, repeats: int = 5, passes: int = 1) -> tuple[float, int]:
-    """The floor of a cached step: (seconds, bytes) to run every Linear layer once on one token.
-
-    That reads every weight matrix once and does nothing else, so no cached step can be faster.
-    The seconds are the best of `repeats` runs, each the mean of `passes` passes in a row (to
-    compare with the mean time per token of a whole generation, use as many passes as tokens);
-    the bytes are what those layers' weights take.
-    Layers quantised to int8 (gptcourse.lowprec) count as Linear layers, at their own size.
-    """
-    require_positive_int("repeats", repeats)
-    require_positive_int("passes", passes)
-    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) or _is_int8_linear(m)]
-    if not layers:
-        raise ValueError("the model has no Linear layers, so there is no weight-reading floor to time")
-    # An int8 layer takes float input and does its own quantisation: call the module itself.
-    calls = [(layer.weight, layer.bias) if isinstance(layer, torch.nn.Linear) else layer for layer in layers]
-    inputs = [torch.zeros(1, 1, layer.in_features, dtype=call[0].dtype if isinstance(call, tuple) else None,
-                          device=call[0].device if isinstance(call, tuple) else None)
-              for layer, call in zip(layers, calls)]
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(passes):
-            for call, x in zip(calls, inputs):
-                if isinstance(call, tuple):
-                    F.linear(x, *call)
-                else:
-                    call(x)
-        best = min(best, (time.perf_counter() - start) / passes)
-    return best, sum(_weight_bytes(layer) for layer in layers)
-
-
-def _is_int8_linear(module: torch.nn.Module) -> bool:
-    return type(module).__module__.startswith("torch.ao.nn.quantized") and hasattr(module, "in_features")
-
-
-def _weight_bytes(layer: torch.nn.Module) -> int:
-    if isinstance(layer, torch.nn.Linear):
-        return sum(p.numel() * p.element_size() for p in layer.parameters())
-    weight, bias = layer.weight(), layer.bias()
-    return weight.numel() * weight.element_size() + (0 if bias is None else bias.numel() * bias.element_size())
+def generate_text_cached(model: GPTModel, tokenizer, prompt: str, max_new_tokens: int,
+                         temperature: float = 0.0, top_k: int | None = None,
+                         seed: int | None = None) -> str:
+    """generate.generate_text through generate_cached: text in, text out (`gptcourse sample`)."""
+    require_optional_int("seed", seed, low=0, hint=" (None: not seeded)")
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    idx = text_to_token_ids(prompt, tokenizer).to(model.tok_emb.weight.device)
+    out = generate_cached(model, idx, max_new_tokens, temperature=temperature, top_k=top_k,
+                          generator=generator)
+    return token_ids_to_text(out.cpu(), tokenizer)

@@ -35,13 +35,17 @@ class LayerNorm(nn.Module):
             raise ValueError(f"the last dimension of x has size {x.size(-1)}, but this LayerNorm "
                              f"normalises vectors of emb_dim={self.emb_dim}")
         if self.fused:
-            return F.layer_norm(x, (self.emb_dim,), self.scale, self.shift, self.eps)
+            return self.fused_forward(x)
         centered = x - x.mean(dim=-1, keepdim=True)        # (..., C): mean 0 per token
         # The biased variance: divide by n, not n - 1, as x.var(unbiased=False) does and as
         # GPT-2 was trained. (Written out, it is also faster than x.var on a CPU.)
         var = centered.pow(2).mean(dim=-1, keepdim=True)   # (..., 1)
         norm_x = centered / torch.sqrt(var + self.eps)     # eps inside the root: never divide by 0
         return self.scale * norm_x + self.shift
+
+    def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function as PyTorch's one kernel, F.layer_norm (fused=True runs this)."""
+        return F.layer_norm(x, (self.emb_dim,), self.scale, self.shift, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.emb_dim}, eps={self.eps}" + (", fused=True" if self.fused else "")
@@ -65,10 +69,7 @@ class _TanhGELUFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
         x_squared = x * x
-        # 2u = 2K * (x + c * x^3) = 2K * x + 2Kc * x^3
-        two_u = (x * (2 * GELU_TANH_CONSTANT)).addcmul_(
-            x_squared, x, value=2 * GELU_TANH_CONSTANT * GELU_CUBIC_COEFFICIENT)
-        s = two_u.sigmoid_()
+        s = _sigmoid_of_two_u(x, x_squared)
         if not ctx.needs_input_grad[0]:  # inference: no derivative to keep
             return s.mul_(x)
         out = x * s
@@ -87,6 +88,13 @@ class _TanhGELUFunction(torch.autograd.Function):
         return grad * derivative
 
 
+def _sigmoid_of_two_u(x: torch.Tensor, x_squared: torch.Tensor) -> torch.Tensor:
+    """sigmoid(2u) with 2u = 2K * (x + c * x^3) = 2K * x + 2Kc * x^3, in a new tensor."""
+    two_u = (x * (2 * GELU_TANH_CONSTANT)).addcmul_(
+        x_squared, x, value=2 * GELU_TANH_CONSTANT * GELU_CUBIC_COEFFICIENT)
+    return two_u.sigmoid_()
+
+
 def gelu_tanh_fused(x: torch.Tensor) -> torch.Tensor:
     """The tanh GELU through the fastest path for x's device (equal up to float rounding).
 
@@ -95,7 +103,11 @@ def gelu_tanh_fused(x: torch.Tensor) -> torch.Tensor:
     bfloat16 and float16 stay on PyTorch's kernel, which computes inside in float32.
     """
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        return _TanhGELUFunction.apply(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _TanhGELUFunction.apply(x)
+        # No gradient to prepare: the forward pass alone, without the custom Function's own
+        # cost per call (it is most of the time on one token's vector when decoding).
+        return _sigmoid_of_two_u(x, x * x).mul_(x)
     return F.gelu(x, approximate="tanh")
 
 
@@ -137,8 +149,25 @@ class FeedForward(nn.Module):
             nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),  # (..., 4C) -> (..., C): back to the stream
         )
 
+    # Names for the parts, as properties: the parameters keep their names ("ff.layers.0.weight")
+    # that checkpoints, GPT-2's loader and LoRA's target names use.
+    @property
+    def expand(self) -> nn.Module:
+        """The Linear layer (..., C) -> (..., 4C)."""
+        return self.layers[0]
+
+    @property
+    def project(self) -> nn.Module:
+        """The Linear layer (..., 4C) -> (..., C)."""
+        return self.layers[2]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+    def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function with GELU through `gelu_tanh_fused` (for a FeedForward whose middle
+        layer is the course's GELU)."""
+        return self.project(gelu_tanh_fused(self.expand(x)))
 
 
 class ExampleDeepNeuralNetwork(nn.Module):

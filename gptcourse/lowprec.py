@@ -7,21 +7,29 @@ A cached step multiplies one token's vector by every weight matrix once, so its 
   int8  1 byte per weight in every Linear layer, with one scale per layer, and the activations
         quantised on the fly at each call (PyTorch's dynamic quantisation, fbgemm kernels).
 Both change the logits a little; `greedy_agreement` measures how often the greedy choice
-stays the same as fp32's.
+stays the same as fp32's. `weight_reading_floor` times the floor itself: every weight read once.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from .fastdecode import side_by_side
 from .kvcache import generate_cached
 from .model import GPTModel
-from .validate import ArgumentTypeError, InputError, require_instance, require_int
+from .validate import (
+    ArgumentTypeError,
+    InputError,
+    require_instance,
+    require_int,
+    require_positive_int,
+)
 
 
 def _require_ids(name: str, ids, model: GPTModel) -> None:
@@ -89,7 +97,7 @@ def greedy_agreement(reference: GPTModel, other: GPTModel, prompt: torch.Tensor,
         raise InputError(f"prompt plus max_new_tokens must fit the context length "
                          f"{reference.cfg.context_length}, got {T} + {n}")
     if reference_tokens is None:
-        reference_tokens = generate_cached(reference, prompt, n, fused=True)
+        reference_tokens = generate_cached(reference, prompt, n)
     else:
         _require_ids("reference_tokens", reference_tokens, reference)
         # The prompt and then exactly the n tokens to compare: only the prompt would leave
@@ -102,5 +110,47 @@ def greedy_agreement(reference: GPTModel, other: GPTModel, prompt: torch.Tensor,
     new = reference_tokens[:, T:]                                     # (1, n)
     # Position t's logits predict token t + 1: the predictions for the n new tokens sit at T-1 ..
     forced = other(reference_tokens[:, :-1])[:, T - 1:].argmax(dim=-1)  # (1, n)
-    free = generate_cached(other, prompt, n, fused=True)[:, T:]
+    free = generate_cached(other, prompt, n)[:, T:]
     return Agreement(forced=(forced == new).float().mean().item(), free=(free == new).float().mean().item())
+
+
+@torch.no_grad()
+def weight_reading_floor(model: torch.nn.Module, repeats: int = 5, passes: int = 1) -> tuple[float, int]:
+    """The floor of a cached step: (seconds, bytes) to run every Linear layer once on one token.
+
+    That reads every weight matrix once and does nothing else, so no cached step can be faster.
+    Each layer runs as the default decode path reads it (`fastdecode.side_by_side`: some float32
+    weights input-major on a CPU). The seconds are the best of `repeats` runs, each the mean of
+    `passes` passes in a row (to compare with the mean time per token of a whole generation, use
+    as many passes as tokens); the bytes are what those layers' weights take.
+    Layers quantised to int8 count as Linear layers, at their own size.
+    """
+    require_positive_int("repeats", repeats)
+    require_positive_int("passes", passes)
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) or _is_int8_linear(m)]
+    if not layers:
+        raise ValueError("the model has no Linear layers, so there is no weight-reading floor to time")
+    products = [side_by_side([layer]) for layer in layers]
+    # An int8 layer takes float input and does its own quantisation.
+    inputs = [torch.zeros(1, 1, layer.in_features, dtype=layer.weight.dtype, device=layer.weight.device)
+              if isinstance(layer, torch.nn.Linear) else torch.zeros(1, 1, layer.in_features)
+              for layer in layers]
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(passes):
+            for product, x in zip(products, inputs):
+                product(x)
+        best = min(best, (time.perf_counter() - start) / passes)
+    return best, sum(_weight_bytes(layer) for layer in layers)
+
+
+def _is_int8_linear(module: torch.nn.Module) -> bool:
+    return type(module).__module__.startswith("torch.ao.nn.quantized") and hasattr(module, "in_features")
+
+
+def _weight_bytes(layer: torch.nn.Module) -> int:
+    if isinstance(layer, torch.nn.Linear):
+        return sum(p.numel() * p.element_size() for p in layer.parameters())
+    weight, bias = layer.weight(), layer.bias()
+    return weight.numel() * weight.element_size() + (0 if bias is None else bias.numel() * bias.element_size())

@@ -9,11 +9,8 @@ from gptcourse.generate import generate, generate_text_simple
 from gptcourse.kvcache import (
     KVCache,
     attention_with_cache,
-    feed_forward,
     forward_with_cache,
     generate_cached,
-    layer_norm,
-    weight_reading_floor,
 )
 from gptcourse.layers import FeedForward, LayerNorm
 from gptcourse.model import GPTModel
@@ -61,12 +58,13 @@ def test_fused_layer_norm_and_feed_forward_equal_the_modules():
         norm.scale.normal_(), norm.shift.normal_()
     x = torch.randn(3, 5, 32) * 4 + 2
     with torch.no_grad():
-        torch.testing.assert_close(layer_norm(norm, x, fused=True), norm(x))
-        torch.testing.assert_close(layer_norm(norm, x), norm(x), atol=0, rtol=0)  # unfused: the module
+        torch.testing.assert_close(norm.fused_forward(x), norm(x))
         reference = torch.nn.LayerNorm(32)
         reference.weight.copy_(norm.scale), reference.bias.copy_(norm.shift)
-        torch.testing.assert_close(layer_norm(norm, x, fused=True), reference(x))
-        torch.testing.assert_close(feed_forward(ff, x, fused=True), ff(x))
+        torch.testing.assert_close(norm.fused_forward(x), reference(x))
+        torch.testing.assert_close(ff.fused_forward(x), ff(x))
+        assert ff.expand is ff.layers[0] and ff.project is ff.layers[2]  # names, same parameters
+        assert "layers.0.weight" in ff.state_dict() and "expand.weight" not in ff.state_dict()
 
 
 @pytest.mark.parametrize("context_size", [None, 5])
@@ -219,32 +217,6 @@ def test_reserved_cache_gives_the_same_logits():
         for a, b in [(0, 5), (5, 6), (6, 16)]:
             grown, reserved = (forward_with_cache(model, idx[:, a:b], cache) for cache in caches)
             assert torch.equal(grown, reserved)
-
-
-def test_weight_reading_floor_counts_every_linear_weight_once():
-    model = make_model()  # float64, qkv biases, head tied to the embedding
-    seconds, n_bytes = weight_reading_floor(model, repeats=2)
-    C, H = CFG.emb_dim, 4 * CFG.emb_dim
-    per_block = 4 * (C * C + C) + (C * H + H) + (H * C + C)  # q, k, v, out_proj; expand; project
-    assert n_bytes == 8 * (CFG.n_layers * per_block + CFG.vocab_size * C)
-    assert isinstance(seconds, float) and seconds > 0
-    with pytest.raises(ValueError, match="repeats must be a positive int"):
-        weight_reading_floor(model, repeats=0)
-    with pytest.raises(ValueError, match="no Linear layers"):
-        weight_reading_floor(torch.nn.LayerNorm(4))
-
-
-def test_weight_reading_floor_runs_passes_in_a_row_and_reports_one_pass(monkeypatch):
-    model = make_model()
-    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
-    calls = []
-    real_linear = torch.nn.functional.linear
-    monkeypatch.setattr(torch.nn.functional, "linear", lambda *a: calls.append(1) or real_linear(*a))
-    seconds, _ = weight_reading_floor(model, repeats=2, passes=3)
-    assert len(calls) == 2 * 3 * n_linear  # every Linear once per pass, 3 passes per repeat
-    assert 0 < seconds
-    with pytest.raises(ValueError, match="passes must be a positive int"):
-        weight_reading_floor(model, passes=0)
 
 
 # --- errors --------------------------------------------------------------------------------------

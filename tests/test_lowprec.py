@@ -4,9 +4,15 @@ and choose the same greedy tokens as fp32 nearly always."""
 import pytest
 import torch
 
+import gptcourse.lowprec
 from gptcourse.config import GPTConfig
-from gptcourse.kvcache import generate_cached, weight_reading_floor
-from gptcourse.lowprec import LOW_PRECISION, greedy_agreement, low_precision_copy
+from gptcourse.kvcache import generate_cached
+from gptcourse.lowprec import (
+    LOW_PRECISION,
+    greedy_agreement,
+    low_precision_copy,
+    weight_reading_floor,
+)
 from gptcourse.model import GPTModel
 
 CFG = GPTConfig(vocab_size=300, context_length=96, emb_dim=64, n_heads=4, n_layers=2, drop_rate=0.0,
@@ -36,7 +42,7 @@ def test_copy_stores_fewer_bytes_and_leaves_the_model_alone(model, kind, bytes_p
 def test_low_precision_greedy_tokens_agree_with_fp32(model, kind):
     prompt = torch.randint(0, CFG.vocab_size, (1, 6), generator=torch.Generator().manual_seed(1))
     small = low_precision_copy(model, kind)
-    tokens = generate_cached(small, prompt, 40, fused=True)
+    tokens = generate_cached(small, prompt, 40)
     assert tokens.shape == (1, 46) and torch.equal(tokens[:, :6], prompt)
     agreement = greedy_agreement(model, small, prompt, 80)
     assert agreement.forced >= 0.9, agreement
@@ -89,7 +95,7 @@ def test_a_reference_that_is_only_the_prompt_is_refused(model):
     with pytest.raises(ValueError, match=r"reference_tokens must be the prompt followed by the "
                                          r"reference's 5 new tokens, shape \(1, 11\)"):
         greedy_agreement(model, model, prompt, 5, reference_tokens=prompt)
-    full = generate_cached(model, prompt, 5, fused=True)
+    full = generate_cached(model, prompt, 5)
     with pytest.raises(ValueError, match="reference_tokens must be the prompt followed"):
         greedy_agreement(model, model, prompt, 5, reference_tokens=torch.cat([prompt + 0, full[:, 6:]],
                                                                              dim=1).roll(1, dims=1))
@@ -97,3 +103,35 @@ def test_a_reference_that_is_only_the_prompt_is_refused(model):
         greedy_agreement(model, model, prompt, 5, reference_tokens=full.tolist())
     assert greedy_agreement(model, model, prompt, 5, reference_tokens=full) == \
         greedy_agreement(model, model, prompt, 5)
+
+
+# --- the weight-reading floor ----------------------------------------------------------------------
+def test_weight_reading_floor_counts_every_linear_weight_once(model):
+    seconds, n_bytes = weight_reading_floor(model, repeats=2)  # float32, no qkv biases, untied head
+    C, H = CFG.emb_dim, 4 * CFG.emb_dim
+    per_block = 3 * C * C + (C * C + C) + (C * H + H) + (H * C + C)  # q, k, v; out_proj; expand; project
+    assert n_bytes == 4 * (CFG.n_layers * per_block + CFG.vocab_size * C)
+    assert isinstance(seconds, float) and seconds > 0
+    with pytest.raises(ValueError, match="repeats must be a positive int"):
+        weight_reading_floor(model, repeats=0)
+    with pytest.raises(ValueError, match="no Linear layers"):
+        weight_reading_floor(torch.nn.LayerNorm(4))
+
+
+def test_weight_reading_floor_runs_each_layer_as_the_decode_path_reads_it(model, monkeypatch):
+    """One product per Linear layer (fastdecode.side_by_side), once per pass, passes in a row."""
+    layers, calls = [], []
+    real = gptcourse.lowprec.side_by_side
+
+    def counted(group):
+        product = real(group)
+        layers.extend(group)
+        return lambda x: calls.append(1) or product(x)
+    monkeypatch.setattr(gptcourse.lowprec, "side_by_side", counted)
+    seconds, _ = weight_reading_floor(model, repeats=2, passes=3)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert layers == linears  # every Linear layer, each on its own
+    assert len(calls) == 2 * 3 * len(linears)  # every Linear once per pass, 3 passes per repeat
+    assert 0 < seconds
+    with pytest.raises(ValueError, match="passes must be a positive int"):
+        weight_reading_floor(model, passes=0)

@@ -1,0 +1,100 @@
+"""The default cached decode step: kvcache's computation in fewer, faster operations.
+
+`generate_cached` runs this unless it is given fused=False. It computes what
+`kvcache.forward_with_cache` computes with the same weights (tests/test_kvcache.py checks the
+logits to float rounding and the greedy tokens exactly), with three changes:
+
+- LayerNorm and GELU run through the layers' own fused functions (`LayerNorm.fused_forward`,
+  `gelu_tanh_fused`), attention through `MultiHeadAttention.attend(..., use_sdpa=True)`.
+- A cached step multiplies one token's vector by every weight matrix, so it is mostly reading
+  weights. On a CPU, PyTorch's matrix-vector product reads a matrix stored input-major,
+  (in, out), faster than nn.Linear's (out, in) when its rows are short (in <= out): that layout
+  does one short dot product per output. So `DecodePlan` copies those float32 matrices once, at
+  the start of a generation, into the faster layout: the query, key and value matrices side by
+  side as one (C, 3C) product (the layout GPT-2's own checkpoint uses), the attention's output
+  projection, the feed-forward's expansion and the output head. `python benchmarks/kv_cache.py`
+  prints both layouts' speeds on your machine.
+- The loop over the blocks reads prepared tuples, not modules: no module calls, no dropout
+  calls (generation runs in eval mode), no checks per token.
+
+The copies take memory while the generation runs: for GPT-2 124M about three quarters of the
+model's own size. A Linear layer of another kind (a LoRA layer, an int8 layer) or on another
+device is called as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import gelu_tanh_fused
+from .model import GPTModel
+
+Product = Callable[[torch.Tensor], torch.Tensor]
+
+
+def reads_faster_transposed(layer: nn.Module) -> bool:
+    """Whether DecodePlan copies this layer's weight input-major: a float32 nn.Linear on a CPU
+    whose rows are short (in_features <= out_features)."""
+    return (type(layer) is nn.Linear and layer.weight.device.type == "cpu"
+            and layer.weight.dtype == torch.float32 and layer.in_features <= layer.out_features)
+
+
+def side_by_side(layers: Sequence[nn.Module]) -> Product:
+    """x (..., in) -> the layers' outputs concatenated on the last dimension, as one product
+    where every layer is a plain Linear that reads faster input-major (see the top)."""
+    if all(reads_faster_transposed(layer) for layer in layers):
+        weight = torch.cat([layer.weight.detach() for layer in layers]).t().contiguous()  # (in, out)
+        biases = [layer.bias for layer in layers]
+        bias = None if all(b is None for b in biases) else torch.cat(
+            [layer.weight.new_zeros(layer.out_features) if b is None else b.detach()
+             for layer, b in zip(layers, biases)])
+
+        def product(x: torch.Tensor) -> torch.Tensor:
+            rows = x.reshape(-1, x.size(-1))  # (B * T, in): one matrix product for all tokens
+            out = rows @ weight if bias is None else torch.addmm(bias, rows, weight)
+            return out.view(*x.shape[:-1], weight.size(1))
+        return product
+    if len(layers) == 1:
+        layer = layers[0]
+        if type(layer) is nn.Linear:  # the weights as they are, without the module call
+            return lambda x: F.linear(x, layer.weight, layer.bias)
+        return layer
+    return lambda x: torch.cat([layer(x) for layer in layers], dim=-1)
+
+
+class DecodePlan:
+    """A GPTModel's cached step, prepared once per generation (see the top of this module).
+
+    The plan holds copies of some weights: make a new one after the weights change.
+    """
+
+    def __init__(self, model: GPTModel):
+        self.model = model
+        self.blocks = []
+        for block in model.trf_blocks:
+            att, ff = block.att, block.ff
+            self.blocks.append((block.norm1.fused_forward,
+                                side_by_side([att.W_query, att.W_key, att.W_value]), att,
+                                side_by_side([att.out_proj]), block.norm2.fused_forward,
+                                side_by_side([ff.expand]), side_by_side([ff.project])))
+        self.head = side_by_side([model.out_head])
+
+    def forward(self, idx_new: torch.Tensor, cache, last_only: bool = True) -> torch.Tensor:
+        """Logits (B, T_new or 1, vocab) for ids (B, T_new) that follow the cached ones, as
+        forward_with_cache gives them (eval mode; the caller checks the ids and the cache)."""
+        model = self.model
+        past, T_new = cache.length, idx_new.size(1)
+        # The rows of positions past .. past + T_new - 1: what pos_emb(arange(...)) looks up.
+        x = model.embed_tokens(idx_new) + model.pos_emb.weight[past:past + T_new]
+        for layer, (norm1, qkv, att, out_proj, norm2, expand, project) in enumerate(self.blocks):
+            q, k, v = qkv(norm1(x)).split(att.d_out, dim=-1)  # (B, T_new, C) each
+            k, v = cache.append(layer, att.split_heads(k), att.split_heads(v))
+            x = x + out_proj(att.merge_heads(att.attend(att.split_heads(q), k, v, use_sdpa=True)))
+            x = x + project(gelu_tanh_fused(expand(norm2(x))))
+        if last_only:
+            x = x[:, -1:, :]
+        return self.head(model.final_norm.fused_forward(x))
