@@ -255,11 +255,12 @@ def _next_command(out: Path, settings: dict) -> str:
         adapter = out / ADAPTER_NAME
         return (f"Saved {adapter} ({adapter.stat().st_size:,} bytes). Chat with it: gptcourse chat "
                 f"--adapter {shlex.quote(str(adapter))} --system {shlex.quote(settings['system'])}")
-    # The Alpaca layout the model was trained on, through printf so that the newlines survive.
+    # The Alpaca layout the model was trained on, in bash's $'...' quotes, which keep the final
+    # newline (a $(printf ...) would drop it, and the model would be asked to write it).
     prompt = alpaca_prompt({"instruction": "Name a primary color.", "input": "", "output": "-"})
-    printf = prompt.replace("\\", "\\\\").replace("%", "%%").replace("\n", "\\n")
+    quoted = "$'" + prompt.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
     return (f"Saved {out / CHECKPOINT_NAME}. Sample from it: gptcourse sample --checkpoint "
-            f"{shlex.quote(str(out))} --temperature 0 --tokens 100 --prompt \"$(printf {shlex.quote(printf)})\"")
+            f"{shlex.quote(str(out))} --temperature 0 --tokens 100 --prompt {quoted}")
 
 
 def _finished(args: argparse.Namespace, out: Path, payload: dict, steps: int) -> int:

@@ -188,6 +188,8 @@ def run_steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, run: Run
             bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             if on_step is not None:
                 on_step(run.step)
+            if run.step == run.steps:
+                bar.close()  # done training: the bar stops its clock before the last validation
             if run.step % eval_every == 0 or run.step == run.steps:
                 validate()
                 model.train()

@@ -105,7 +105,7 @@ def course_gpt(settings: dict, extra: dict) -> Setup:
         layout = set(alpaca_prompt({"instruction": "a", "input": "a", "output": "a"})) | {"\n"}
         missing = sorted(layout - tokenizer.stoi.keys())
         if missing:
-            raise InputError(f"the --checkpoint's character tokenizer cannot write {''.join(missing)!r}, "
+            raise InputError(f"the character tokenizer of --checkpoint cannot write {''.join(missing)!r}, "
                              f"which the Alpaca prompt needs, so no entry can be encoded: fine-tune a "
                              f"model trained with --tokenizer gpt2, or on a text that has these characters")
         end_id = tokenizer.stoi["\n"]

@@ -161,7 +161,10 @@ def test_full_finetuning_drops_what_the_tokenizer_cannot_write(gpt_checkpoint, s
     pairs = [fit_to_window(*tokenize_alpaca(e, tokenizer, end_id=end), 96) for e in val]
     assert val_loss(model, pairs, end, 96) == pytest.approx(h["val"][-1], abs=1e-6)
     assert main(["sample", "--checkpoint", str(tmp_path / "run"), "--tokens", "5", "--prompt", "Name"]) == 0
-    assert "gptcourse sample --checkpoint" in out
+    # The printed command gives bash the Alpaca prompt whole, its final newline included.
+    quoted = out.split("--prompt ", 1)[1].strip()
+    typed = subprocess.run(["bash", "-c", f"printf %s {quoted}"], capture_output=True, text=True).stdout
+    assert typed == alpaca_prompt({"instruction": "Name a primary color.", "input": "", "output": "-"})
 
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
