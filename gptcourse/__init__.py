@@ -57,6 +57,9 @@ Chapter 10, fine-tuning
     finetune    padded batches with the loss on the response tokens only
     lora        LoRA from scratch: LoRALinear, inject_lora, merge and unmerge
     adapter     saving and loading a LoRA adapter alone
+    finetune_cli  `python -m gptcourse finetune`: its flags, and resuming a run from its folder
+    finetune_setup  what it trains: SmolLM2 with LoRA or a course GPT in full, the tokenized data
+    finetune_run  its loop, its saved state (state.pt) and an exact resume
 Used throughout
     validate    require_* validators: one rule and one wording for bad arguments
     checks      the exercises' checkers (check_*), one module per topic
