@@ -13,6 +13,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from .adapter import AdapterError, save_adapter
+from .checkpoint import save_checkpoint
 from .device import pick_device
 from .finetune import instruction_loader
 from .finetune_run import (
@@ -36,6 +38,7 @@ from .finetune_setup import (
 from .instruct import alpaca_prompt
 from .lora import DEFAULT_TARGETS
 from .run_folder import CHECKPOINT_NAME, prepare_run_folder
+from .smollm2 import ModelUnavailableError
 from .validate import InputError, require_int, require_positive_number
 
 DEFAULT_OUT = "runs/finetune"
@@ -164,9 +167,6 @@ def _as_flags(settings: dict, names: list[str]) -> str:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     """Fine-tune, or continue the run in --out; problems a user can fix are one line and exit code 1."""
-    from .adapter import AdapterError
-    from .smollm2 import ModelUnavailableError
-
     try:
         return _finetune(args)
     except (AdapterError, ModelUnavailableError) as exc:
@@ -230,12 +230,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
         def save(r: RunState) -> None:
             if settings["mode"] == "lora":
-                from .adapter import save_adapter
-
                 save_adapter(out / ADAPTER_NAME, model, extra={"system": settings["system"], "step": r.step})
             else:
-                from .checkpoint import save_checkpoint
-
                 save_checkpoint(out / CHECKPOINT_NAME, model, tokenizer=tokenizer,
                                 extra={"finetuned_from": settings["checkpoint"], "step": r.step,
                                        "prompt_format": "alpaca"})
