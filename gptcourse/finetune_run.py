@@ -97,7 +97,9 @@ def save_state(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimi
     payload = {"format": STATE_FORMAT, "version": STATE_VERSION, "settings": run.settings,
                "steps": run.steps, "step": run.step, "history": run.history,
                "trainable": trainable_state(model, run.settings["mode"] == "full"),
-               "optimizer": optimizer.state_dict(), "rng": {"torch": torch.get_rng_state()},
+               "optimizer": optimizer.state_dict(),
+               "rng": {"torch": torch.get_rng_state(),
+                       "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
                "extra": dict(extra or {})}
     payload[CHECKSUM_KEY] = payload_checksum(payload)
     try:
@@ -141,7 +143,10 @@ def resume_from(payload: dict, model: torch.nn.Module, optimizer: torch.optim.Op
                                  f"({exc}); start again with --force") from None
     run.step = int(payload["step"])
     run.history = {k: list(v) for k, v in payload["history"].items()}
-    torch.set_rng_state(payload["rng"]["torch"])  # dropout masks continue where they stopped
+    rng = payload["rng"]
+    torch.set_rng_state(rng["torch"])  # dropout masks continue where they stopped
+    if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.AdamW:
