@@ -33,7 +33,8 @@ def add_chat_parser(commands) -> None:
                     help="a model from `gptcourse train`: it continues what you type (no chat template)")
     ch.add_argument("--adapter", metavar="FILE", default=None,
                     help="a LoRA adapter for SmolLM2 (chapter 10), loaded onto its weights")
-    ch.add_argument("--system", default=None, help="a system message for SmolLM2 (default: its own)")
+    ch.add_argument("--system", default=None, help="a system message for SmolLM2 (default: the one an --adapter was trained "
+                         "with, else SmolLM2's own)")
     ch.add_argument("--max-tokens", type=int, default=200, help="the longest reply, in tokens (default 200)")
     ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); 0.7 is livelier")
     ch.add_argument("--top-k", type=int, default=None, help="only pick among the k likeliest tokens")
@@ -92,19 +93,25 @@ def _smollm2_chat(args: argparse.Namespace):
     from .smollm2 import load_smollm2
 
     model, tokenizer = load_smollm2()
-    who = "SmolLM2-135M-Instruct"
+    who, system = "SmolLM2-135M-Instruct", args.system
     if args.adapter:
-        from .adapter import load_adapter
+        from .adapter import load_adapter, read_adapter
 
         load_adapter(args.adapter, model)  # checks that it fits before changing the model
         who += f" with the adapter {args.adapter}"
-    session = Chat(model, tokenizer, system=args.system, max_new_tokens=args.max_tokens,
+        # A model answers best under the system message it was tuned with (`gptcourse finetune`
+        # stores it in the adapter): use that one unless --system asks for another.
+        trained_with = read_adapter(args.adapter)["extra"].get("system")
+        if system is None and isinstance(trained_with, str):
+            system = trained_with
+            who += f" (system message it was trained with: {system!r})"
+    session = Chat(model, tokenizer, system=system, max_new_tokens=args.max_tokens,
                    temperature=args.temperature, top_k=args.top_k, seed=args.seed)
 
     def respond(line: str):
         nonlocal session
         if line.strip() == "/reset":
-            session = Chat(model, tokenizer, system=args.system, max_new_tokens=args.max_tokens,
+            session = Chat(model, tokenizer, system=system, max_new_tokens=args.max_tokens,
                            temperature=args.temperature, top_k=args.top_k, seed=args.seed)
             return _said("(conversation forgotten)")
         return session.stream(line)

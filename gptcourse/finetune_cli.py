@@ -54,7 +54,7 @@ examples:
   gptcourse finetune                          LoRA on SmolLM2-135M-Instruct, saved in {DEFAULT_OUT}/
   gptcourse finetune --steps 300 --out runs/long  a longer run in its own folder
   gptcourse finetune --steps 300 --out runs/long  the same command again: continue it
-  gptcourse chat --adapter runs/long/adapter.pt --system "{DEFAULT_SYSTEM}"   talk to the result
+  gptcourse chat --adapter runs/long/adapter.pt   talk to the result (under its system message)
   gptcourse finetune --full --checkpoint runs/bpe --out runs/ft-bpe   every weight of your own GPT
 
 The run folder holds the result ({ADAPTER_NAME} for LoRA, {CHECKPOINT_NAME} with --full), {STATE_NAME}
@@ -249,8 +249,9 @@ def _finetune(args: argparse.Namespace) -> int:
 def _next_command(out: Path, settings: dict) -> str:
     if settings["mode"] == "lora":
         adapter = out / ADAPTER_NAME
+        # chat takes the system message the adapter was trained with from the adapter itself
         return (f"Saved {adapter} ({adapter.stat().st_size:,} bytes). Chat with it: gptcourse chat "
-                f"--adapter {shlex.quote(str(adapter))} --system {shlex.quote(settings['system'])}")
+                f"--adapter {shlex.quote(str(adapter))}")
     # The Alpaca layout the model was trained on, in bash's $'...' quotes, which keep the final
     # newline (a $(printf ...) would drop it, and the model would be asked to write it).
     prompt = alpaca_prompt({"instruction": "Name a primary color.", "input": "", "output": "-"})

@@ -146,6 +146,32 @@ def test_an_adapter_is_loaded_onto_smollm2(tiny_smollm2, tmp_path, capsys):
     assert "with the adapter" in out and f"model> {expected}" in out
 
 
+def test_an_adapter_brings_the_system_message_it_was_trained_with(tiny_smollm2, tmp_path, capsys):
+    import copy
+
+    from gptcourse.adapter import save_adapter
+    from gptcourse.chat_cli import cmd_chat
+    from gptcourse.cli import build_parser
+    from gptcourse.lora import inject_lora, lora_layers
+
+    model, tokenizer = tiny_smollm2
+    tuned = inject_lora(copy.deepcopy(model), target_names=("W_value", "down"), r=2, alpha=4)
+    with torch.no_grad():
+        for _, layer in lora_layers(tuned):
+            layer.B.weight.normal_(0, 5.0)
+    save_adapter(tmp_path / "adapter.pt", tuned, extra={"system": "Be terse."})
+    under = {system: chat.Chat(tuned, tokenizer, system=system, max_new_tokens=6).say("Hi")
+             for system in ("Be terse.", "Talk a lot.")}
+    assert under["Be terse."] != under["Talk a lot."]  # the system message matters to this model
+    for flags, system in (([], "Be terse."), (["--system", "Talk a lot."], "Talk a lot.")):
+        args = build_parser().parse_args(["chat", "--max-tokens", "6", *flags,
+                                          "--adapter", str(tmp_path / "adapter.pt")])
+        assert cmd_chat(args, read=lines("Hi")) == 0
+        out = capsys.readouterr().out
+        assert f"model> {under[system]}" in out
+        assert ("trained with: 'Be terse.'" in out) == (not flags)
+
+
 def test_a_wrong_adapter_is_one_line(tiny_smollm2, tmp_path, capsys):
     assert main(["chat", "--adapter", str(tmp_path / "missing.pt")]) == 1
     assert "no adapter file" in capsys.readouterr().err

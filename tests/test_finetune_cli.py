@@ -129,7 +129,7 @@ def test_lora_lowers_the_loss_and_chat_loads_its_adapter(lora_run, tiny_smollm2,
     tuned = load_adapter(out / "adapter.pt", copy.deepcopy(base))
     assert val_loss(tuned, pairs, im_end, 256) == pytest.approx(h["val"][-1], abs=1e-6)
     assert read_adapter(out / "adapter.pt")["extra"]["system"] == "Answer briefly."
-    assert f"gptcourse chat --adapter {out / 'adapter.pt'} --system 'Answer briefly.'" in printed
+    assert printed.rstrip().endswith(f"gptcourse chat --adapter {out / 'adapter.pt'}")
     from gptcourse.chat_cli import cmd_chat
 
     args = build_parser().parse_args(["chat", "--max-tokens", "3", "--adapter", str(out / "adapter.pt"),
