@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from checker_results import assert_diagnosed, problems_of
 
 from gptcourse.attention import Head, merge_heads, split_heads
-from gptcourse.checks.attention import check_causal_weights, check_head, check_split_merge
+from gptcourse.checks.attention import check_causal_weights, check_split_merge
+from gptcourse.checks.head import check_head
 
 INF = float("-inf")
 

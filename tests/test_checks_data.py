@@ -412,7 +412,7 @@ def test_sliding_window_length_formulas_are_distinct_and_named(formula):
 
 def test_dropout_applied_twice_is_not_read_as_a_fixed_rate():
     from gptcourse.attention import Head, causal_attention_weights
-    from gptcourse.checks.attention import check_head
+    from gptcourse.checks.head import check_head
 
     class TwiceDropped(Head):
         def forward(self, x):

@@ -257,7 +257,7 @@ def _scaled_head(divisor):
 
 
 def test_head_scaled_by_another_size_is_named():
-    from gptcourse.checks.attention import check_head
+    from gptcourse.checks.head import check_head
 
     assert named(check_head(_scaled_head(lambda h: math.sqrt(h.context_length))),
                  "divided by sqrt(context_length)")

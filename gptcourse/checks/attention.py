@@ -1,15 +1,12 @@
-"""Checkers for chapter 3: the causal mask, one attention head, and splitting/merging heads."""
+"""Checkers for chapter 3's attention functions: the causal mask's weights, and splitting/merging
+heads. The masking mistakes are public: the Head checker (checks/head.py) names them too."""
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn as nn
 
-from ..attention import causal_attention_weights, causal_mask, merge_heads, split_heads
+from ..attention import causal_mask, merge_heads, split_heads
 from . import Check, close, diagnose, shape_of, wrong_shape
-from .head_dropout import examine_head_dropout
 
 NEG_INF = float("-inf")
 
@@ -22,8 +19,8 @@ def _allowed(T: int, kind: str) -> torch.Tensor:
             "one ahead": torch.tril(ones, diagonal=1), "upper": torch.triu(ones), "none": ones}[kind]
 
 
-def _weights(scores: torch.Tensor, mask: str = "causal", fill: float = NEG_INF,
-             after: bool = False, dim: int = -1) -> torch.Tensor:
+def weights_variant(scores: torch.Tensor, mask: str = "causal", fill: float = NEG_INF,
+                    after: bool = False, dim: int = -1) -> torch.Tensor:
     """Masked softmax of `scores` (..., T, T), with one deliberate change when asked."""
     allowed = _allowed(scores.size(-1), mask)
     if after:  # softmax first, then mask: rows no longer sum to 1
@@ -54,15 +51,18 @@ MASK_MISTAKES: dict[str, dict] = {
 }
 
 
-def _tensor_of_shape(check: Check, value, shape: tuple, what: str, hint: str = "") -> torch.Tensor:
+def tensor_of_shape(check: Check, value, shape: tuple, what: str, sizes: dict[str, int],
+                    hint: str = "") -> torch.Tensor:
+    """`value` if it is a tensor of `shape`; else stop, naming what the wrong shape suggests."""
     if not isinstance(value, torch.Tensor):
         check.stop(f"{what} returned {type(value).__name__}: return a tensor")
     if tuple(value.shape) != shape:
-        check.stop(wrong_shape(what, value, shape, HEAD_SIZES, hint))
+        check.stop(wrong_shape(what, value, shape, sizes, hint))
     return value
 
 
-def _nan_hint(out: torch.Tensor) -> str | None:
+def nan_hint(out: torch.Tensor) -> str | None:
+    """What NaN or inf in an output says about the masking, if there are any."""
     if torch.isnan(out).any() or torch.isinf(out).any():
         return ("the output holds NaN or inf: some row has every score masked (" + HIDES_DIAGONAL
                 + "), or -inf was used after the softmax")
@@ -77,23 +77,23 @@ def check_causal_weights(causal_weights_fn) -> Check:
         scores = torch.randn(6, 6, generator=gen) * 2
         original = scores.clone()
         out = check.call("causal_weights(scores)", causal_weights_fn, scores)
-        out = _tensor_of_shape(check, out, (6, 6), "causal_weights(scores) for (6, 6) scores",
-                               ": one weight per (query, key) pair")
+        out = tensor_of_shape(check, out, (6, 6), "causal_weights(scores) for (6, 6) scores",
+                              {"T": 6}, ": one weight per (query, key) pair")
         if not torch.equal(scores, original):
             check.fail("causal_weights changed the scores it was given (masked_fill_ with an "
                        "underscore works in place): use scores.masked_fill(...), which returns a copy")
-        if not check.expect(close(out, _weights(original)),
+        if not check.expect(close(out, weights_variant(original)),
                             "(6, 6) scores: every row sums to 1, nothing above the diagonal (no "
                             "token sees the future), and each token sees itself"):
-            mistakes = {msg: (lambda kw=kw: _weights(original, **kw)) for msg, kw in MASK_MISTAKES.items()}
-            check.stop(diagnose(out, mistakes, default=_nan_hint(out) or _property_problem(out),
-                                expected=_weights(original), sizes={"T": 6}))
+            mistakes = {msg: (lambda kw=kw: weights_variant(original, **kw)) for msg, kw in MASK_MISTAKES.items()}
+            check.stop(diagnose(out, mistakes, default=nan_hint(out) or _property_problem(out),
+                                expected=weights_variant(original), sizes={"T": 6}))
         batch = torch.randn(2, 3, 5, 5, generator=gen)
         out = check.call("causal_weights(scores) on a batch of shape (2, 3, 5, 5)",
                        causal_weights_fn, batch, known={"must match the size": (
                            "it works on one (T, T) matrix but not on a batch: take T from "
                            "scores.size(-1) and the softmax over dim=-1")})
-        if isinstance(out, torch.Tensor) and close(out, _weights(batch)):
+        if isinstance(out, torch.Tensor) and close(out, weights_variant(batch)):
             check.ok("a batch of shape (2, 3, 5, 5) works too: the mask broadcasts over batch and heads")
         else:
             check.fail("a batch of scores of shape (2, 3, 5, 5) gives wrong weights: take T from "
@@ -102,7 +102,7 @@ def check_causal_weights(causal_weights_fn) -> Check:
         # fill value above the scores lets the future take over.
         low = torch.randn(4, 4, generator=gen) - 1000
         out = check.call("causal_weights(scores near -1000)", causal_weights_fn, low)
-        check.expect(isinstance(out, torch.Tensor) and close(out, _weights(low)),
+        check.expect(isinstance(out, torch.Tensor) and close(out, weights_variant(low)),
                      "scores near -1000 stay masked too",
                      "with scores near -1000 the future gets weight: a finite fill value such as "
                      "-100 is larger than the scores. Use float('-inf')")
@@ -121,111 +121,6 @@ def _property_problem(w: torch.Tensor) -> str:
     if (w.diagonal(dim1=-2, dim2=-1) == 0).any():
         return HIDES_DIAGONAL
     return "the weights differ from softmax(scores masked with -inf above the diagonal)"
-
-
-# --- one head ----------------------------------------------------------------------------------------
-D_IN, HEAD_SIZE, CONTEXT = 32, 4, 8  # sqrt(32), 4 and sqrt(4) all differ: scale mistakes show
-HEAD_SIZES = {"head_size": HEAD_SIZE, "d_in": D_IN, "context_length": CONTEXT}
-SCALE_MISTAKES = {
-    "no scaling: divide the scores by sqrt(head_size), or the softmax gets too peaky as heads grow": 1.0,
-    "scaled by the embedding size: use sqrt(head_size) (the size of q and k), not sqrt(d_in)":
-        math.sqrt(D_IN),
-    "divided by head_size: divide by its square root, math.sqrt(head_size)": float(HEAD_SIZE),
-}
-
-
-def _other_scales() -> dict[str, float]:
-    """Every other size in play, and its square root, as the divisor of the scores; and the
-    right factor multiplied instead of divided."""
-    right = math.sqrt(HEAD_SIZE)
-    found = {}
-    for name, n in HEAD_SIZES.items():
-        for label, s in [(name, float(n)), (f"sqrt({name})", math.sqrt(n))]:
-            if not any(math.isclose(s, t) for t in (right, *SCALE_MISTAKES.values())):
-                found[f"the scores are divided by {label} = {s:.3g}: scale by the size of q and k, "
-                      f"divide by sqrt(head_size) = {right:.3g}"] = s
-    found["the scores are multiplied by sqrt(head_size): divide by it, scores / sqrt(head_size)"] = 1 / right
-    return found
-
-
-def check_head(head_class) -> Check:
-    """Check a learner's Head(d_in, head_size, context_length, dropout) against the formula."""
-    with Check("Head", seed=0) as check:
-        head = check.call(f"Head({D_IN}, {HEAD_SIZE}, {CONTEXT}, dropout=0.0)",
-                        head_class, D_IN, HEAD_SIZE, CONTEXT, 0.0)
-        if not isinstance(head, nn.Module):
-            check.stop(f"Head(...) made a {type(head).__name__}: write `class Head(nn.Module)` "
-                       f"and call super().__init__() first")
-        projections = _check_projections(check, head)
-        _check_mask_buffer(check, head)
-        x = torch.randn(2, CONTEXT, D_IN, generator=torch.Generator().manual_seed(1)) * 2
-        head.eval()
-        out = check.call("head(x)", head, x)
-        looks_like_weights = isinstance(out, torch.Tensor) and out.shape == (2, CONTEXT, CONTEXT)
-        out = _tensor_of_shape(check, out, (2, CONTEXT, HEAD_SIZE), "head(x)",
-                               ": return weights @ v, not the weights" if looks_like_weights
-                               else ": (batch, tokens, head_size)")
-        with torch.no_grad():
-            q, k, v = (p(x) for p in projections)
-            scores = q @ k.transpose(-2, -1)
-            expected = causal_attention_weights(q, k, causal_mask(CONTEXT)) @ v  # the reference
-        if not close(out, expected):
-            mistakes = {msg: (lambda s=s: _weights(scores / s) @ v) for msg, s in SCALE_MISTAKES.items()}
-            mistakes |= {msg: (lambda s=s: _weights(scores / s) @ v) for msg, s in _other_scales().items()}
-            mistakes |= {msg: (lambda kw=kw: _weights(scores / math.sqrt(HEAD_SIZE), **kw) @ v)
-                         for msg, kw in MASK_MISTAKES.items()}
-            mistakes["scores are k @ q^T: use q @ k.transpose(-2, -1), queries in the rows"] = (
-                lambda: _weights(scores.transpose(-2, -1) / math.sqrt(HEAD_SIZE)) @ v)
-            check.stop(diagnose(out, mistakes, default=_leak(head, x) or _nan_hint(out) or
-                                "the output differs from softmax(masked q @ k^T / sqrt(head_size)) @ v",
-                                expected=expected, sizes=HEAD_SIZES))
-        check.ok("head(x) matches softmax(q k^T / sqrt(head_size), future masked) @ v")
-        short = check.call("head(x) with 5 tokens (fewer than context_length)", head, x[:, :5],
-                         known={"must match the size": "cut the mask to the input's length: "
-                                "self.mask[:T, :T] with T = x.size(1)"})
-        check.expect(close(short, expected[:, :5]), "works on sequences shorter than context_length",
-                     "with 5 tokens the output differs: cut the mask with self.mask[:T, :T]")
-        examine_head_dropout(check, head_class, x, out, sizes=(D_IN, HEAD_SIZE, CONTEXT))
-    return check
-
-
-def _check_projections(check: Check, head) -> list[nn.Module]:
-    projections = [getattr(head, name, None) for name in ("query", "key", "value")]
-    if any(getattr(p, "weight", None) is None or not callable(p) for p in projections):
-        check.stop("name the projections self.query, self.key and self.value "
-                   "(nn.Linear(d_in, head_size, bias=False)) so the checker can follow them")
-    for name, p in zip(("query", "key", "value"), projections):
-        if tuple(p.weight.shape) != (HEAD_SIZE, D_IN):
-            check.stop(f"self.{name}.weight has shape {shape_of(p.weight)}, expected "
-                       f"{(HEAD_SIZE, D_IN)}: use nn.Linear(d_in, head_size, bias=False)")
-    check.expect(all(getattr(p, "bias", None) is None for p in projections),
-                 "query, key and value are nn.Linear(d_in, head_size) without bias",
-                 "query/key/value have a bias: the head uses nn.Linear(d_in, head_size, bias=False)")
-    return projections
-
-
-def _check_mask_buffer(check: Check, head: nn.Module) -> None:
-    if any(p.shape == (CONTEXT, CONTEXT) for p in head.parameters()):
-        check.fail("the mask is an nn.Parameter, so the optimizer would train it: register it with "
-                   "self.register_buffer('mask', torch.tril(...)) instead")
-    elif not any(b.shape == (CONTEXT, CONTEXT) for b in head.buffers()):
-        check.fail("no (context_length, context_length) buffer found: register the mask with "
-                   "self.register_buffer('mask', torch.tril(torch.ones(context_length, context_length)))")
-    else:
-        check.ok("the mask is a (context_length, context_length) buffer: it moves with .to(device) "
-                 "and is never trained")
-
-
-def _leak(head: nn.Module, x: torch.Tensor) -> str | None:
-    """A diagnosis if changing token 5 changes the output of an earlier token."""
-    changed = x.clone()
-    changed[:, 5] = torch.randn(2, D_IN, generator=torch.Generator().manual_seed(2)) * 3
-    try:
-        leaks = not close(head(x)[:, :5], head(changed)[:, :5])
-    except Exception:  # the learner's head already failed once; no second diagnosis
-        return None
-    return ("changing token 5 changed the outputs of earlier tokens: they can see the future. "
-            "Mask every score above the diagonal") if leaks else None
 
 
 # --- splitting and merging heads ---------------------------------------------------------------------
