@@ -9,8 +9,14 @@ import torch
 import torch.nn as nn
 from checker_results import NOT_WRITTEN, all_passed, has
 
-from gptcourse.checks.lora import check_lora_linear, check_lora_parameter_count
-from gptcourse.checks.lora_count import MATCHES, PER_LAYER, _count, _count_cases
+from gptcourse.checks.lora import check_lora_linear
+from gptcourse.checks.lora_count import (
+    MATCHES,
+    PER_LAYER,
+    _count,
+    _count_cases,
+    check_lora_parameter_count,
+)
 from gptcourse.lora import LoRALinear, inject_lora, trainable_parameters
 
 

@@ -1,5 +1,5 @@
-"""Checkers for chapter 10's LoRA exercises: LoRALinear (its start, forward, gradients, merge and
-unmerge) here, and lora_parameter_count (in lora_count.py, exported from here too)."""
+"""Checker for chapter 10's LoRALinear: its start, forward, gradients, merge and unmerge.
+(Counting what LoRA adds to a whole model is another exercise: checks/lora_count.py.)"""
 
 from __future__ import annotations
 
@@ -13,9 +13,6 @@ import torch.nn.functional as F
 
 from ..lora import LoRALinear as ReferenceLoRALinear
 from . import Check, close, learner_name
-from .lora_count import check_lora_parameter_count
-
-__all__ = ["check_lora_linear", "check_lora_parameter_count"]
 
 # --- LoRALinear ----------------------------------------------------------------------------------------
 FORMULA = "base(x) + scaling * B(A(x)), with scaling = alpha / r"

@@ -1,5 +1,8 @@
 """Checker for chapter 10's LoRA parameter count: lora_parameter_count(model, target_names, r), what
-LoRA adds to a model, counted before injecting and compared with inject_lora's own count."""
+LoRA adds to a model, counted before injecting and compared with inject_lora's own count.
+
+A concept of its own beside checks/lora.py (one LoRALinear layer's arithmetic): here the learner
+walks a whole model's layer names, picks the targets by whole name parts, and sizes A and B."""
 
 from __future__ import annotations
 
