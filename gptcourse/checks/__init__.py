@@ -18,6 +18,7 @@ Writing a checker::
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,7 +30,7 @@ from .signature import number_signature, shape_signature, signature, value_signa
 __all__ = ["Check", "StopCheck", "close", "diagnose", "shape_of", "wrong_shape", "explain_error",
            "signature", "shape_signature", "value_signature", "number_signature", "ERROR_KINDS",
            "PYTHON_ERRORS", "TORCH_ERRORS", "Known", "PASS_MARK", "FAIL_MARK", "NOT_WRITTEN",
-           "learner_name"]
+           "learner_name", "as_number", "all_equal"]
 
 PASS_MARK = "✅"
 FAIL_MARK = "❌"
@@ -38,8 +39,6 @@ NOT_WRITTEN = "not written yet. Replace `raise NotImplementedError` with your co
 
 class StopCheck(Exception):
     """Raised inside a check to end it early (the finding is already recorded)."""
-
-
 
 
 class Check:
@@ -157,6 +156,11 @@ def close(actual: Any, expected: Any, atol: float = 1e-5, rtol: float = 1e-4) ->
     return torch.allclose(a.double(), b.double(), atol=atol, rtol=rtol, equal_nan=True)
 
 
+def all_equal(tensors, others) -> bool:
+    """True if each tensor equals its partner exactly, in shape and values."""
+    return all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(tensors, others))
+
+
 def diagnose(actual: Any, mistakes: Mapping[str, Any], default: str, atol: float = 1e-5,
              expected: Any = None, sizes: Mapping[str, int] | None = None) -> str:
     """Name the first known mistake whose output equals `actual`; else, when `expected` is given,
@@ -186,6 +190,13 @@ def learner_name(obj: Any, default: str) -> str:
     that is an identifier, as for a lambda."""
     name = getattr(obj, "__name__", "")
     return name if isinstance(name, str) and name.isidentifier() else default
+
+
+def as_number(value: Any) -> int | float | None:
+    """`value` as a Python number when it is one (a one-element tensor counts, a bool does not)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    return None if isinstance(value, bool) or not isinstance(value, numbers.Real) else value
 
 
 def shape_of(value: Any) -> str:

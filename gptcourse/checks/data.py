@@ -6,7 +6,7 @@ import torch
 
 from ..data import SlidingWindowDataset
 from ..tokenizers import CharTokenizer
-from . import NOT_WRITTEN, Check, wrong_shape
+from . import NOT_WRITTEN, Check, all_equal, wrong_shape
 
 SAMPLE_TEXT = "hello world! 안녕하세요"
 
@@ -216,25 +216,21 @@ def check_sliding_window_dataset(dataset_class) -> Check:
             ys = [torch.as_tensor(y) for _, y in items]
             ref_x = [reference[i][0] for i in range(n)]
             ref_y = [reference[i][1] for i in range(n)]
-            if _all_equal(xs, ref_x) and _all_equal(ys, ref_y):
+            if all_equal(xs, ref_x) and all_equal(ys, ref_y):
                 check.ok(f"context_length={context_length}, stride={stride}: {n} windows, "
                          f"inputs and targets correct")
                 continue
             if any(a.shape != b.shape for a, b in zip(xs + ys, ref_x + ref_y)):
                 check.stop(f"with stride={stride}, some windows have the wrong length: each input and "
                            f"target holds exactly context_length={context_length} ids")
-            if _all_equal(xs, ys):
+            if all_equal(xs, ys):
                 check.stop("targets equal inputs: the target window must be shifted by one token")
-            if stride != 1 and _all_equal(xs, [ids[i:i + context_length] for i in range(n)]):
+            if stride != 1 and all_equal(xs, [ids[i:i + context_length] for i in range(n)]):
                 check.stop(f"__getitem__ ignores the stride: window i starts at i * stride "
                            f"(here {stride}), not at i")
-            if _all_equal(xs, ref_x):
+            if all_equal(xs, ref_x):
                 check.stop("the inputs are right but the targets are not: target i is the input "
                            "shifted by one, ids[start + 1 : start + context_length + 1]")
             check.stop(f"with context_length={context_length}, stride={stride}, the windows differ from "
                        f"the expected ones: window i starts at i * stride")
     return check
-
-
-def _all_equal(tensors, others) -> bool:
-    return all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(tensors, others))

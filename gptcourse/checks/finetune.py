@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..finetune import IGNORE_INDEX
 from ..finetune import collate as reference_collate
-from . import Check, learner_name, shape_of
+from . import Check, all_equal, learner_name, shape_of
 
 # --- collate ---------------------------------------------------------------------------------------
 COLLATE_RULE = ("tokens = prompt + response, inputs = tokens[:-1], targets = tokens[1:] with the "
@@ -86,18 +86,14 @@ def _collate_variant(batch, pad_id: int, *, shift: str = "next", offset: int = 0
     return torch.tensor(xs), torch.tensor(ys)
 
 
-def _same(pair, other) -> bool:
-    return all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(pair, other))
-
-
 def _collate_diagnosis(out, batch, pad_id: int) -> str | None:
     """The named mistake (or two) whose output equals the learner's, else None."""
     singles = [(m, kw) for m, ways in COLLATE_MISTAKES.items() for kw in ways]
     for message, kw in singles:
-        if _same(out, _collate_variant(batch, pad_id, **kw)):
+        if all_equal(out, _collate_variant(batch, pad_id, **kw)):
             return message
     for (m1, kw1), (m2, kw2) in itertools.combinations(singles, 2):
-        if m1 != m2 and not kw1.keys() & kw2.keys() and _same(out, _collate_variant(batch, pad_id, **kw1, **kw2)):
+        if m1 != m2 and not kw1.keys() & kw2.keys() and all_equal(out, _collate_variant(batch, pad_id, **kw1, **kw2)):
             return f"two mistakes: {m1}; and {m2}"
     return None
 
@@ -133,19 +129,19 @@ def _check_collate_case(check: Check, name: str, collate, label: str, batch, pad
                    f"a new list, tokens = prompt + response")
     out = _collate_output(check, what, out, said)
     expected = reference_collate(batch, pad_id)
-    if _same(out, expected):
+    if all_equal(out, expected):
         check.ok(f"{label}: inputs and targets equal the reference")
         return
     diagnosis = _collate_diagnosis(out, batch, pad_id) if not torch.equal(out[0], out[1]) else (
         "the targets are the inputs themselves: targets = tokens[1:] (the next token at each "
         "position), with the prompt and the padding set to -100")
     (B, T), got = expected[0].shape, tuple(out[0].shape)
-    if diagnosis is None and got[0] == B and got[1] > T and out[1].shape == out[0].shape and _same(
+    if diagnosis is None and got[0] == B and got[1] > T and out[1].shape == out[0].shape and all_equal(
             (out[0][:, :T], out[1][:, :T]), expected):
         diagnosis = (f"every row is padded to {got[1]} positions: pad to the longest row of the "
                      f"batch ({T} here), so that a batch is no longer than it needs to be")
     if diagnosis is None:
-        part = "inputs" if not _same(out[:1], expected[:1]) else "targets"
+        part = "inputs" if not all_equal(out[:1], expected[:1]) else "targets"
         index = 0 if part == "inputs" else 1
         diagnosis = (f"the {part} differ from the reference (got {out[index].tolist()}, expected "
                      f"{expected[index].tolist()}): {COLLATE_RULE}, rows padded on the right")

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..lora import LoRALinear as ReferenceLoRALinear
-from . import Check, close, learner_name
+from . import Check, as_number, close, learner_name
 
 # --- LoRALinear ----------------------------------------------------------------------------------------
 FORMULA = "base(x) + scaling * B(A(x)), with scaling = alpha / r"
@@ -77,14 +76,13 @@ def _training_setup(check: Check, layer, r: int, alpha: float) -> None:
     if not (A.weight.requires_grad and B.weight.requires_grad):
         check.fail("A and B are frozen: they are what LoRA trains; freeze only the base")
     scaling = getattr(layer, "scaling", None)
-    if isinstance(scaling, torch.Tensor) and scaling.numel() == 1:
-        scaling = scaling.item()
+    number = as_number(scaling)
     if scaling is None:
         check.fail("there is no self.scaling: store self.scaling = alpha / r")
-    elif not isinstance(scaling, numbers.Real):
+    elif number is None:
         check.fail(f"self.scaling should be the number alpha / r, got {type(scaling).__name__}")
-    elif not math.isclose(scaling, alpha / r):
-        found = {alpha: "alpha", r / alpha: "r / alpha", 1.0: "1"}.get(scaling, f"{scaling:g}")
+    elif not math.isclose(number, alpha / r):
+        found = {alpha: "alpha", r / alpha: "r / alpha", 1.0: "1"}.get(number, f"{number:g}")
         check.fail(f"self.scaling is {found}: it is alpha / r = {alpha / r:g}")
 
 

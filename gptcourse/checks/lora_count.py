@@ -11,14 +11,13 @@ import itertools
 import math
 import numbers
 
-import torch
 import torch.nn as nn
 
 from ..config import GPTConfig
 from ..llama import LlamaConfig, LlamaModel
 from ..lora import inject_lora, trainable_parameters
 from ..model import GPTModel
-from . import Check, learner_name
+from . import Check, as_number, learner_name
 
 WHOLE_PARTS = "compare whole name parts: name == t or name.endswith('.' + t)"
 
@@ -112,15 +111,13 @@ def check_lora_parameter_count(lora_parameter_count) -> Check:
             if _fingerprint(model) != before:
                 check.stop(f"{what} changed the model (injected LoRA, or froze it): count from the "
                            f"sizes of the nn.Linear layers, without changing the model")
-            if isinstance(value, torch.Tensor) and value.numel() == 1:
-                value = value.item()
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-                    or value != int(value):
+            number = as_number(value)
+            if number is None or not math.isfinite(number) or number != int(number):
                 check.stop(f"{what} should return a whole number, got {value!r:.60}")
-            if not isinstance(value, numbers.Integral) and not said_type:
+            if not isinstance(number, numbers.Integral) and not said_type:
                 said_type = True
-                check.fail(f"{what} returned a {type(value).__name__}: return an int (a sum of ints)")
-            got.append(int(value))
+                check.fail(f"{what} returned a {type(number).__name__}: return an int (a sum of ints)")
+            got.append(int(number))
         expected = [trainable_parameters(inject_lora(copy.deepcopy(model), targets, r=r))
                     for _, model, targets, r in cases]
         wrong = [i for i, (g, e) in enumerate(zip(got, expected)) if g != e]

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import functools
 import math
-from numbers import Real
 
 import torch
 
 from ..config import GPTConfig, get_config
 from ..flops import forward_flops_per_token, matmul_params, training_flops_per_token
 from ..model import GPTModel, count_parameters
-from . import Check, number_signature
+from . import Check, as_number, number_signature
 
 DICT_CONFIG = ("a GPTConfig is a dataclass, not a dict: read its fields as attributes, "
                "cfg.emb_dim instead of cfg['emb_dim']")
@@ -22,11 +21,10 @@ TINY = GPTConfig(vocab_size=97, context_length=16, emb_dim=24, n_heads=4, n_laye
 
 
 def _number(check: Check, value, what: str) -> float:
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if not isinstance(value, Real) or isinstance(value, bool):
+    number = as_number(value)
+    if number is None:
         check.stop(f"{what} returned {type(value).__name__}: return a single number")
-    return float(value)
+    return float(number)
 
 
 def _first_match(value: float, mistakes: dict[str, float], default: str, ref: float | None = None,

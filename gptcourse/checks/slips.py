@@ -8,21 +8,17 @@ that any prediction of a count, a size or a loss can make.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 
-import torch
-
-from . import Check
+from . import Check, as_number
 
 
 def read_prediction(check: Check, prediction_fn: Callable, name: str) -> float:
     value = check.call(f"{name}()", prediction_fn)
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    number = as_number(value)
+    if number is None:
         check.stop(f"{name}() should return your prediction as a number, got {type(value).__name__}")
-    return float(value)
+    return float(number)
 
 
 # A slip: the diagnosis, the number it gives, and how close a prediction must be to it.
