@@ -1,4 +1,5 @@
-"""Checkers for chapter 4: LayerNorm, GELU and the feed-forward network (the block: blocks.py)."""
+"""Checkers for chapter 4's layers: LayerNorm, GELU and the feed-forward network, each against its
+formula. Joining them into a block is its own check (checks/blocks.py), which shares LAYER_ERRORS."""
 
 from __future__ import annotations
 
