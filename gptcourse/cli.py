@@ -38,11 +38,17 @@ from .data import (
     tiny_shakespeare_path,
     train_val_split,
 )
-from .device import DEVICE_CHOICES, CompileError, pick_device
+from .device import (
+    COMPILE_PAYS_BACK_FROM,
+    DEVICE_CHOICES,
+    CompileError,
+    choose_compile,
+    pick_device,
+)
 from .download import DownloadError, data_dir, sha256_of
 from .finetune_cli import add_finetune_parser
-from .generate import generate_text
 from .instruct import INSTRUCTION_DATA_PATH, INSTRUCTION_DATA_SHA256, instruction_data_path
+from .kvcache import generate_text_cached
 from .model import GPTModel, count_parameters
 from .run_folder import RunFolderError, prepare_run_folder
 from .tokenizers import (
@@ -80,7 +86,7 @@ examples:
   gptcourse train --tokenizer gpt2 --out runs/bpe  GPT-2 tokens instead of characters
   gptcourse train --device cuda --n-layers 6 --emb-dim 384 --n-heads 6 --context-length 256
   gptcourse train --batch-size 64 --grad-accum 4   4 micro-batches of 16 per step (less memory)
-  gptcourse train --max-iters 20000 --compile      compiled steps: slow to start, then faster
+  gptcourse train --max-iters 20000                a long run, compiled by default (see --compile)
   torchrun --standalone --nproc_per_node=4 -m gptcourse train --out runs/ddp
                                                    4 processes (GPUs) share each batch; same model
 
@@ -161,10 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--grad-accum", type=int, default=1, metavar="K",
                      help="split each step's batch in K micro-batches: less memory, same "
                           "training (default 1)")
-    run.add_argument("--compile", action="store_true",
+    run.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                      help="run the steps through torch.compile: the first step takes tens of "
-                          "seconds, later ones are faster (worth it for long runs; on a CPU it "
-                          "needs a C++ compiler)")
+                          "seconds, later ones are faster. Default: compile when the run has at "
+                          f"least {COMPILE_PAYS_BACK_FROM} steps to go (then it pays back), and "
+                          "train uncompiled, with a warning, where it cannot (on a CPU it needs a "
+                          "C++ compiler). --compile forces it (an error where it cannot), "
+                          "--no-compile refuses it")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
     run.add_argument("--sample-tokens", type=int, default=200, metavar="N",
                      help="show a sample of this many tokens at the end (0: none)")
@@ -298,7 +307,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UserError(f"--resume continues the saved run with its own data and settings; drop "
                              f"{', '.join('--' + k.replace('_', '-') for k in changed)} "
                              f"(only --max-iters, --device, --grad-accum, --checkpoint-every and "
-                             f"--compile may change)")
+                             f"--compile/--no-compile may change)")
         cfg = config_of(ckpt)
         check_checkpoint_fits(ckpt, cfg)  # before GPTModel(cfg) allocates what the config claims
         try:
@@ -362,6 +371,8 @@ def cmd_train(args: argparse.Namespace) -> int:
           f"{cfg.n_heads} heads, emb_dim {cfg.emb_dim}, context {cfg.context_length}, "
           f"vocab {cfg.vocab_size}); data: {len(train_ids):,} train / {len(val_ids):,} val tokens; "
           f"device: {device}")
+    compile_model, why = choose_compile(args.compile, settings.max_iters - (state.step if state else 0))
+    print(f"torch.compile: {'yes' if compile_model else 'no'} ({why}).")
 
     def save(s) -> None:
         try:
@@ -394,22 +405,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         state = train(model, train_ids, val_ids, settings, state=state, device=device,
                       checkpoint_every=every, on_checkpoint=save,
                       on_step=after_step, progress=not args.no_progress,
-                      grad_accum=args.grad_accum, compile_model=args.compile)
+                      grad_accum=args.grad_accum, compile_model=compile_model,
+                      compile_fallback=args.compile is None)  # forced: an error where it cannot
     seconds = time.perf_counter() - started
     h = state.history
     print(f"Step {state.step}: train loss {h['train'][-1]:.4f}, val loss {h['val'][-1]:.4f} "
           f"({seconds:.1f} s). Saved {ckpt_path}")
-    if args.compile and timing["steps"]:
-        report = (f"torch.compile: the first step, which compiled the model, ended "
-                  f"{timing['first'] - started:.1f} s after the start")
+    if compile_model and timing["steps"]:
+        report = f"torch.compile: the first step ended {timing['first'] - started:.1f} s after the start"
         if timing["steps"] > 1:
             per_step = (timing["last"] - timing["first"]) / (timing["steps"] - 1)
             report += f"; the {timing['steps'] - 1} later steps took {per_step * 1000:.0f} ms each on average"
         print(report + ".")
     if args.sample_tokens > 0:
         print("Sample (temperature 0.8):")
-        print(generate_text(model, tokenizer, "\n", args.sample_tokens, temperature=0.8,
-                            seed=settings.seed))
+        print(generate_text_cached(model, tokenizer, "\n", args.sample_tokens, temperature=0.8,
+                                   seed=settings.seed))
     print(f"More text: gptcourse sample --checkpoint {shlex.quote(str(out))} "
           f"--prompt {shlex.quote(suggest_prompt(text))}")
     return 0
@@ -466,8 +477,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for i in range(args.num_samples):
         if i:
             print("\n" + "-" * 40)
-        print(generate_text(model, tokenizer, args.prompt, args.tokens, temperature=args.temperature,
-                            top_k=args.top_k, seed=args.seed + i))
+        print(generate_text_cached(model, tokenizer, args.prompt, args.tokens,
+                                   temperature=args.temperature, top_k=args.top_k, seed=args.seed + i))
     return 0
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
 
 import torch
+
+from .validate import CourseWarning
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -61,19 +64,69 @@ def autocast(device: str | torch.device) -> contextlib.AbstractContextManager:
 class CompileError(RuntimeError):
     """torch.compile could not build the model's kernels (on a CPU, most often: no C++ compiler)."""
 
+    def __init__(self, message: str, short: str | None = None):
+        super().__init__(message)
+        self.short = short or message  # what failed, without the advice on what to do
 
-def compile_for_training(module: torch.nn.Module) -> torch.nn.Module:
-    """`module` through torch.compile, for the training steps only (opt-in: train(compile_model=True)).
+
+# `gptcourse train` compiles by default when the run has at least this many steps to go. On the
+# course's CPU recipe the first, compiling step costs about as much time as some hundreds of the
+# compiled steps save (benchmarks/compile_payback.py measures both on your machine): from here
+# on, a compiled run finishes sooner with a margin, also where compiling is slower than here.
+COMPILE_PAYS_BACK_FROM = 2000
+
+
+def choose_compile(flag: bool | None, steps_to_go: int) -> tuple[bool, str]:
+    """Whether `gptcourse train` compiles, and why in a few words. flag True (--compile) or False
+    (--no-compile) decides; None compiles when at least COMPILE_PAYS_BACK_FROM steps are to go."""
+    if flag is not None:
+        return flag, "--compile" if flag else "--no-compile"
+    if steps_to_go >= COMPILE_PAYS_BACK_FROM:
+        return True, (f"{steps_to_go} steps to go, at least the {COMPILE_PAYS_BACK_FROM} from which "
+                      f"compiling pays back; --no-compile to refuse")
+    return False, (f"{steps_to_go} steps to go, fewer than the {COMPILE_PAYS_BACK_FROM} from which "
+                   f"compiling pays back; --compile to force")
+
+
+def compile_for_training(module: torch.nn.Module, fall_back: bool = False) -> torch.nn.Module:
+    """`module` through torch.compile, for the training steps only (train(compile_model=True)).
 
     The first call compiles: it takes tens of seconds, and on a CPU it needs a C++ compiler. Later
     steps run fused kernels and are faster, so compiling pays off on long runs. The parameters
     stay those of `module`: saving and generating use the model as it is, without compiling.
+    fall_back=True: where it cannot compile, one CourseWarning, then `module` itself runs.
     """
     try:
-        return torch.compile(module)
+        compiled = torch.compile(module)
     except RuntimeError as exc:  # e.g. a Python version that torch.compile does not support yet
+        if fall_back:
+            warnings.warn(f"torch.compile is not available here ({exc}): training without compiling",
+                          CourseWarning, stacklevel=2)
+            return module
         raise CompileError(f"torch.compile is not available here ({exc}); train without compiling "
                            f"(drop --compile, or compile_model=False)") from exc
+    return _EagerIfCompileFails(compiled, module) if fall_back else compiled
+
+
+class _EagerIfCompileFails:
+    """Calls the compiled module; if it cannot be built here (on its first call), warns once and
+    calls the module itself from then on. Other attributes are the module's (e.g. DDP's no_sync)."""
+
+    def __init__(self, compiled: torch.nn.Module, module: torch.nn.Module):
+        self.compiled, self.module = compiled, module
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is not None:
+            try:
+                with explain_compile_errors():
+                    return self.compiled(*args, **kwargs)
+            except CompileError as exc:
+                warnings.warn(f"{exc.short}: training without compiling", CourseWarning, stacklevel=2)
+                self.compiled = None
+        return self.module(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.module, name)
 
 
 def _backend_failed(exc: Exception) -> bool:
@@ -96,7 +149,7 @@ def explain_compile_errors():
             raise
         inner = getattr(exc, "inner_exception", None) or exc
         detail = (str(inner).strip().splitlines() or [""])[0]
+        short = f"torch.compile could not build the model ({type(inner).__name__}: {detail})"
         raise CompileError(
-            f"torch.compile could not build the model ({type(inner).__name__}: {detail}). On a CPU it "
-            f"needs a working C++ compiler (g++ or clang++): install one, or train without compiling "
-            f"(drop --compile, or compile_model=False)") from exc
+            f"{short}. On a CPU it needs a working C++ compiler (g++ or clang++): install one, or "
+            f"train without compiling (drop --compile, or compile_model=False)", short) from exc

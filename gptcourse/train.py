@@ -183,6 +183,7 @@ def train(
     progress: bool = True,
     grad_accum: int = 1,
     compile_model: bool = False,
+    compile_fallback: bool = False,
 ) -> TrainState:
     """Train `model` until `settings.max_iters` steps are done; return the state with its history.
 
@@ -192,12 +193,14 @@ def train(
     and under torchrun among the processes (see `gptcourse.distributed`): only rank 0 shows
     progress and calls `on_checkpoint`, and the model trained is the same as in one process.
     compile_model=True runs the training steps through torch.compile (see
-    `gptcourse.device.compile_for_training`): a slow first step, then faster ones.
+    `gptcourse.device.compile_for_training`): a slow first step, then faster ones. Where it
+    cannot compile, it raises CompileError, or with compile_fallback=True warns and goes on uncompiled.
     """
     settings = settings or TrainSettings()
     require_instance("settings", settings, TrainSettings)
     require_int("checkpoint_every", checkpoint_every, low=0)
     require_flag("compile_model", compile_model)
+    require_flag("compile_fallback", compile_fallback)
     micro_batch = _micro_batch_size(settings.batch_size, require_positive_int("grad_accum", grad_accum))
     cfg = getattr(model, "cfg", None)
     if settings.block_size is None and cfg is None:
@@ -212,7 +215,7 @@ def train(
     model.to(device)
     trainer = distributed.wrap(model, device)  # the model itself without torchrun
     if compile_model:
-        trainer = compile_for_training(trainer)  # evaluation keeps the model as it is
+        trainer = compile_for_training(trainer, compile_fallback)  # evaluation: the model as it is
     main_process = distributed.is_main_process()
     state = state or new_state(model, settings)
     splits = {"train": train_data, "val": val_data}

@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from gptcourse import checkpoint as ckpt_module
+from gptcourse import device as device_module
 from gptcourse.checkpoint import load_checkpoint, save_checkpoint
-from gptcourse.cli import main, suggest_prompt
+from gptcourse.cli import build_parser, main, suggest_prompt
 from gptcourse.config import GPTConfig
 from gptcourse.data import tiny_shakespeare_path
 from gptcourse.download import DownloadError
@@ -186,11 +187,53 @@ def test_compile_flag_compiles_the_steps_and_reports_the_first_one(corpus, tmp_p
     compiled = []  # a stand-in for torch.compile: a real compile takes tens of seconds
     monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
     assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "plain"), *TINY]) == 0
-    assert not compiled and "torch.compile" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert not compiled and "torch.compile: no (20 steps to go, fewer than the " in out
+    assert "--compile to force)." in out and "the first step ended" not in out
     assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), *TINY, "--compile"]) == 0
     assert len(compiled) == 1 and isinstance(compiled[0], GPTModel)
-    assert re.search(r"torch.compile: the first step, which compiled the model, ended \d+\.\d s after "
-                     r"the start; the 19 later steps took \d+ ms each on average\.", capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert "torch.compile: yes (--compile)." in out
+    assert re.search(r"torch.compile: the first step ended \d+\.\d s after the start; the 19 later "
+                     r"steps took \d+ ms each on average\.", out)
+
+
+@pytest.mark.parametrize("argv, flag", [([], None), (["--compile"], True), (["--no-compile"], False)])
+def test_compile_flags_parse_to_auto_force_and_refuse(argv, flag):
+    assert build_parser().parse_args(["train", *argv]).compile is flag
+
+
+def test_a_long_run_compiles_unless_refused(corpus, tmp_path, monkeypatch, capsys):
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda module: compiled.append(module) or module)
+    monkeypatch.setattr(device_module, "COMPILE_PAYS_BACK_FROM", 20)  # 20 steps count as long
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "auto"), *TINY]) == 0
+    assert len(compiled) == 1
+    assert ("torch.compile: yes (20 steps to go, at least the 20 from which compiling pays back; "
+            "--no-compile to refuse).") in capsys.readouterr().out
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "no"), *TINY, "--no-compile"]) == 0
+    assert len(compiled) == 1 and "torch.compile: no (--no-compile)." in capsys.readouterr().out
+
+
+def test_a_long_run_that_cannot_compile_warns_in_one_line_and_trains_uncompiled(
+        corpus, tmp_path, monkeypatch, capsys):
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    def broken(*args):
+        raise BackendCompilerFailed(broken, InvalidCxxCompiler(), None)
+
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "eager"), *TINY]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(torch, "compile", lambda module: broken)
+    monkeypatch.setattr(device_module, "COMPILE_PAYS_BACK_FROM", 20)
+    assert main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("gptcourse train: warning: torch.compile could not build the model "
+                          "(InvalidCxxCompiler: No working C++ compiler")
+    assert err.rstrip().endswith(": training without compiling") and err.count("\n") == 1
+    runs = [load_checkpoint(tmp_path / name / "ckpt.pt") for name in ("eager", "run")]
+    assert runs[0]["history"] == runs[1]["history"]  # the same run, uncompiled
 
 
 def test_a_failed_compile_is_one_line(corpus, tmp_path, monkeypatch, capsys):

@@ -16,11 +16,18 @@ from gptcourse.checkpoint import (
 )
 from gptcourse.config import GPTConfig
 from gptcourse.data import create_dataloader, get_batch
-from gptcourse.device import CompileError, autocast, pick_device
+from gptcourse.device import (
+    COMPILE_PAYS_BACK_FROM,
+    CompileError,
+    autocast,
+    choose_compile,
+    pick_device,
+)
 from gptcourse.loss import calc_loss_batch, calc_loss_loader, split_loss
 from gptcourse.model import GPTModel
 from gptcourse.optim import lr_at, make_optimizer, param_groups
 from gptcourse.train import TrainSettings, train
+from gptcourse.validate import CourseWarning
 
 CFG = GPTConfig(vocab_size=7, context_length=8, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.2)
 
@@ -344,3 +351,55 @@ def test_a_python_that_torch_compile_does_not_support_is_one_clear_error(monkeyp
 def test_compile_model_must_be_a_flag():
     with pytest.raises(TypeError, match="compile_model"):
         train(fresh_model(), data(), data(), SETTINGS, progress=False, compile_model="yes")
+    with pytest.raises(TypeError, match="compile_fallback"):
+        train(fresh_model(), data(), data(), SETTINGS, progress=False, compile_fallback=1)
+
+
+def _broken_compile():
+    """What torch.compile gives without a C++ compiler: a module that fails when first called."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise BackendCompilerFailed(broken, InvalidCxxCompiler(), None)
+    return broken, calls
+
+
+@pytest.mark.parametrize("where", ["first call", "torch.compile"])
+def test_compile_fallback_warns_once_and_trains_exactly_the_eager_steps(monkeypatch, where):
+    """Where compiling fails (on the first step, or at once), the same run goes on uncompiled."""
+    torch.manual_seed(0)
+    eager = train(fresh_model(), data(), data(seed=1), SETTINGS, progress=False)
+    broken, calls = _broken_compile()
+
+    def unsupported(module):
+        raise RuntimeError("torch.compile is not supported on Python 3.99+")
+    monkeypatch.setattr(torch, "compile", (lambda module: broken) if where == "first call" else unsupported)
+    torch.manual_seed(0)
+    model = fresh_model()
+    with pytest.warns(CourseWarning) as caught:
+        state = train(model, data(), data(seed=1), SETTINGS, progress=False, compile_model=True,
+                      compile_fallback=True)
+    assert len(caught) == 1 and str(caught[0].message).endswith(": training without compiling")
+    expected = ("InvalidCxxCompiler: No working C++ compiler" if where == "first call"
+                else "not supported on Python 3.99+")
+    assert expected in str(caught[0].message)
+    assert calls == ([1] if where == "first call" else [])  # tried once, then never again
+    assert state.history == eager.history  # the same batches, losses and dropout masks
+
+
+@pytest.mark.parametrize("flag, steps, compiles", [
+    (None, COMPILE_PAYS_BACK_FROM - 1, False), (None, COMPILE_PAYS_BACK_FROM, True),
+    (None, 10 * COMPILE_PAYS_BACK_FROM, True), (True, 1, True), (False, 10 * COMPILE_PAYS_BACK_FROM, False),
+])
+def test_choose_compile_compiles_long_runs_unless_a_flag_decides(flag, steps, compiles):
+    chosen, why = choose_compile(flag, steps)
+    assert chosen is compiles
+    if flag is None:
+        assert f"{steps} steps to go" in why and str(COMPILE_PAYS_BACK_FROM) in why
+        assert ("--no-compile to refuse" if compiles else "--compile to force") in why
+    else:
+        assert why == ("--compile" if flag else "--no-compile")
