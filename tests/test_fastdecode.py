@@ -4,26 +4,19 @@ to float rounding, the same greedy tokens, any Linear layer it does not copy cal
 import pytest
 import torch
 import torch.nn as nn
+from test_kvcache import CFG
+from test_kvcache import make_model as random_model  # the same random model as the KV-cache tests
 
-from gptcourse.config import GPTConfig
 from gptcourse.fastdecode import DecodePlan, reads_faster_transposed, side_by_side
 from gptcourse.generate import generate, generate_text, generate_text_simple
 from gptcourse.kvcache import KVCache, forward_with_cache, generate_cached, generate_text_cached
 from gptcourse.model import GPTModel
 from gptcourse.tokenizers import CharTokenizer
 
-CFG = GPTConfig(vocab_size=97, context_length=16, emb_dim=32, n_heads=4, n_layers=2,
-                drop_rate=0.0, qkv_bias=True)
-
 
 def make_model(dtype=torch.float32, **changes) -> GPTModel:
-    """A small model with every weight random (biases and LayerNorms too), so nothing hides."""
-    torch.manual_seed(0)
-    model = GPTModel(CFG.replace(**changes))
-    with torch.no_grad():  # large position embeddings keep greedy decoding from repeating one id
-        for name, p in model.named_parameters():
-            p.add_(torch.randn_like(p) * (1.0 if name.startswith("pos_emb") else 0.5))
-    return model.to(dtype).eval()
+    """test_kvcache's small random model, in float32: the dtype the fast path runs in."""
+    return random_model(dtype, **changes)
 
 
 class ShiftedLinear(nn.Linear):
