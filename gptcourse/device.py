@@ -70,10 +70,11 @@ class CompileError(RuntimeError):
 
 
 # `gptcourse train` compiles by default when the run has at least this many steps to go. On the
-# course's CPU recipe the first, compiling step costs about as much time as some hundreds of the
-# compiled steps save (benchmarks/compile_payback.py measures both on your machine): from here
-# on, a compiled run finishes sooner with a margin, also where compiling is slower than here.
-COMPILE_PAYS_BACK_FROM = 2000
+# course's CPU recipe each compiled step saves a few percent, so the first, compiling step takes
+# as long as some thousands of steps save (benchmarks/compile_payback.py measures both on your
+# machine). This is about twice the break-even measured for the recipe at 1 and 2 threads: a
+# margin for machines that compile more slowly or save less per step.
+COMPILE_PAYS_BACK_FROM = 10_000
 
 
 def choose_compile(flag: bool | None, steps_to_go: int) -> tuple[bool, str]:
