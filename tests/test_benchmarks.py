@@ -122,3 +122,14 @@ def test_decode_smollm2_compares_identical_tokens(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "1 thread(s): ours" in out and "identical" in out
     assert "median of 1 paired rounds" in out and "weight-reading floor" in out
+
+
+def test_kv_cache_prints_the_paired_ratios_for_each_thread_count(monkeypatch, capsys):
+    run_main("kv_cache.py", ["--new-tokens", "2", "--prompt-tokens", "2", "--rounds", "1",
+                             "--threads", "1", "2", "--no-uncached", "--no-low-precision"], monkeypatch)
+    out = capsys.readouterr().out
+    for threads in (1, 2):
+        assert f"\n{threads} thread(s): ours " in out
+    assert out.count("ours / transformers:      ") == 2 and out.count("(median of 1 paired rounds)") == 2
+    assert out.count("reference / transformers: ") == 2 and out.count("ours at ") == 2
+    assert out.count("(identical 2 tokens)") == 2
