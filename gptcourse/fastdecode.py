@@ -12,8 +12,8 @@ logits to float rounding and the greedy tokens exactly), with three changes:
   does one short dot product per output. So `DecodePlan` copies those float32 matrices once, at
   the start of a generation, into the faster layout: the query, key and value matrices side by
   side as one (C, 3C) product (the layout GPT-2's own checkpoint uses), the attention's output
-  projection, the feed-forward's expansion and the output head. `python benchmarks/kv_cache.py`
-  prints both layouts' speeds on your machine.
+  projection, the feed-forward's expansion and the output head (for a generation of at least
+  COPIES_PAY_BACK_FROM tokens). `python benchmarks/kv_cache.py` prints both layouts' speeds.
 - The loop over the blocks reads prepared tuples, not modules: no module calls, no dropout
   calls (generation runs in eval mode), no checks per token.
 
@@ -35,6 +35,12 @@ from .model import GPTModel
 
 Product = Callable[[torch.Tensor], torch.Tensor]
 
+# The copies take about as long as a few tokens' steps, and each later step is faster: measured
+# on GPT-2 124M at 1 and 2 threads they pay back after 16 to 32 new tokens (the ratio hardly
+# depends on the model's size, since both sides grow with its bytes). Shorter generations read
+# the weights where they are.
+COPIES_PAY_BACK_FROM = 32
+
 
 def reads_faster_transposed(layer: nn.Module) -> bool:
     """Whether DecodePlan copies this layer's weight input-major: a float32 nn.Linear on a CPU
@@ -43,11 +49,25 @@ def reads_faster_transposed(layer: nn.Module) -> bool:
             and layer.weight.dtype == torch.float32 and layer.in_features <= layer.out_features)
 
 
-def side_by_side(layers: Sequence[nn.Module]) -> Product:
-    """x (..., in) -> the layers' outputs concatenated on the last dimension, as one product
-    where every layer is a plain Linear that reads faster input-major (see the top)."""
-    if all(reads_faster_transposed(layer) for layer in layers):
-        weight = torch.cat([layer.weight.detach() for layer in layers]).t().contiguous()  # (in, out)
+def input_major(weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(out_i, in) matrices side by side, stored input-major: (in, sum of out_i), one copy."""
+    out = weights[0].new_empty(weights[0].size(1), sum(w.size(0) for w in weights))
+    start = 0
+    for w in weights:
+        # A few rows at a time: transposing a whole large matrix in one copy strides through
+        # memory and runs about half as fast.
+        for row in range(0, w.size(0), 64):
+            block = w[row:row + 64]
+            out[:, start + row:start + row + block.size(0)] = block.t()
+        start += w.size(0)
+    return out
+
+
+def side_by_side(layers: Sequence[nn.Module], copy: bool = True) -> Product:
+    """x (..., in) -> the layers' outputs concatenated on the last dimension. With copy=True, one
+    product where every layer is a plain Linear that reads faster input-major (see the top)."""
+    if copy and all(reads_faster_transposed(layer) for layer in layers):
+        weight = input_major([layer.weight.detach() for layer in layers])  # (in, out)
         biases = [layer.bias for layer in layers]
         bias = None if all(b is None for b in biases) else torch.cat(
             [layer.weight.new_zeros(layer.out_features) if b is None else b.detach()
@@ -58,30 +78,30 @@ def side_by_side(layers: Sequence[nn.Module]) -> Product:
             out = rows @ weight if bias is None else torch.addmm(bias, rows, weight)
             return out.view(*x.shape[:-1], weight.size(1))
         return product
-    if len(layers) == 1:
-        layer = layers[0]
-        if type(layer) is nn.Linear:  # the weights as they are, without the module call
-            return lambda x: F.linear(x, layer.weight, layer.bias)
-        return layer
-    return lambda x: torch.cat([layer(x) for layer in layers], dim=-1)
+    products = [(lambda x, layer=layer: F.linear(x, layer.weight, layer.bias))  # no module call
+                if type(layer) is nn.Linear else layer for layer in layers]
+    if len(products) == 1:
+        return products[0]
+    return lambda x: torch.cat([product(x) for product in products], dim=-1)
 
 
 class DecodePlan:
     """A GPTModel's cached step, prepared once per generation (see the top of this module).
 
-    The plan holds copies of some weights: make a new one after the weights change.
+    With copy=True the plan holds input-major copies of some weights (see the top): make a new
+    one after the weights change. copy=False reads every weight where it is.
     """
 
-    def __init__(self, model: GPTModel):
+    def __init__(self, model: GPTModel, copy: bool = True):
         self.model = model
         self.blocks = []
         for block in model.trf_blocks:
             att, ff = block.att, block.ff
             self.blocks.append((block.norm1.fused_forward,
-                                side_by_side([att.W_query, att.W_key, att.W_value]), att,
-                                side_by_side([att.out_proj]), block.norm2.fused_forward,
-                                side_by_side([ff.expand]), side_by_side([ff.project])))
-        self.head = side_by_side([model.out_head])
+                                side_by_side([att.W_query, att.W_key, att.W_value], copy), att,
+                                side_by_side([att.out_proj], copy), block.norm2.fused_forward,
+                                side_by_side([ff.expand], copy), side_by_side([ff.project], copy)))
+        self.head = side_by_side([model.out_head], copy)
 
     def forward(self, idx_new: torch.Tensor, cache, last_only: bool = True) -> torch.Tensor:
         """Logits (B, T_new or 1, vocab) for ids (B, T_new) that follow the cached ones, as

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from .attention import MultiHeadAttention
-from .fastdecode import DecodePlan
+from .fastdecode import COPIES_PAY_BACK_FROM, DecodePlan
 from .generate import sample_next
 from .layers import GELU, FeedForward, LayerNorm, TransformerBlock
 from .model import GPTModel
@@ -227,7 +227,8 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
     was_training = model.training
     model.eval()
     cache = KVCache(model.cfg.n_layers, capacity=context_size)  # written in place, never copied
-    plan = DecodePlan(model) if fused else None  # after eval(): the plan skips dropout
+    # After eval(): the plan skips dropout. Copies of weights only where they pay back.
+    plan = DecodePlan(model, copy=max_new_tokens >= COPIES_PAY_BACK_FROM) if fused else None
 
     def next_logits(ids: torch.Tensor, check: bool = True) -> torch.Tensor:
         """(B, vocab) after ids, extending the cache; check=False skips the checks of the step."""

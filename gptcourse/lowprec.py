@@ -119,10 +119,10 @@ def weight_reading_floor(model: torch.nn.Module, repeats: int = 5, passes: int =
     """The floor of a cached step: (seconds, bytes) to run every Linear layer once on one token.
 
     That reads every weight matrix once and does nothing else, so no cached step can be faster.
-    Each layer runs as the default decode path reads it (`fastdecode.side_by_side`: some float32
-    weights input-major on a CPU). The seconds are the best of `repeats` runs, each the mean of
-    `passes` passes in a row (to compare with the mean time per token of a whole generation, use
-    as many passes as tokens); the bytes are what those layers' weights take.
+    Each layer runs as a long generation's default path reads it (`fastdecode.side_by_side`:
+    some float32 weights input-major on a CPU). The seconds are the best of `repeats` runs, each
+    the mean of `passes` passes in a row (to compare with the mean time per token of a whole
+    generation, use as many passes as tokens); the bytes are what those layers' weights take.
     Layers quantised to int8 count as Linear layers, at their own size.
     """
     require_positive_int("repeats", repeats)

@@ -7,7 +7,14 @@ import torch.nn as nn
 from test_kvcache import CFG
 from test_kvcache import make_model as random_model  # the same random model as the KV-cache tests
 
-from gptcourse.fastdecode import DecodePlan, reads_faster_transposed, side_by_side
+import gptcourse.kvcache
+from gptcourse.fastdecode import (
+    COPIES_PAY_BACK_FROM,
+    DecodePlan,
+    input_major,
+    reads_faster_transposed,
+    side_by_side,
+)
 from gptcourse.generate import generate, generate_text, generate_text_simple
 from gptcourse.kvcache import KVCache, forward_with_cache, generate_cached, generate_text_cached
 from gptcourse.model import GPTModel
@@ -32,10 +39,12 @@ class ShiftedLinear(nn.Linear):
 @pytest.mark.parametrize("changes", [{}, {"use_sdpa": True, "use_fused": True},
                                      {"qkv_bias": False, "tie_weights": False}],
                          ids=["explicit", "fused-config", "no-bias-untied"])
-def test_default_step_gives_the_reference_logits(dtype, atol, changes):
+@pytest.mark.parametrize("copy", [True, False], ids=["copies", "in-place"])
+def test_default_step_gives_the_reference_logits(dtype, atol, changes, copy):
     model = make_model(dtype, **changes)
     idx = torch.randint(0, 97, (2, 16), generator=torch.Generator().manual_seed(1))
-    plan, fast, reference = DecodePlan(model), KVCache(CFG.n_layers, capacity=16), KVCache(CFG.n_layers)
+    plan = DecodePlan(model, copy=copy)
+    fast, reference = KVCache(CFG.n_layers, capacity=16), KVCache(CFG.n_layers)
     with torch.no_grad():
         full = model(idx)
         for a, b in [(0, 5), (5, 6), (6, 13), (13, 14), (14, 16)]:
@@ -51,14 +60,16 @@ def test_default_step_gives_the_reference_logits(dtype, atol, changes):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("context_size", [None, 5])
-def test_default_generation_gives_the_reference_greedy_tokens(dtype, context_size):
+@pytest.mark.parametrize("n", [COPIES_PAY_BACK_FROM - 2, COPIES_PAY_BACK_FROM + 8],
+                         ids=["in-place", "copies"])
+def test_default_generation_gives_the_reference_greedy_tokens(dtype, context_size, n):
     """Within and past the context length (where the cache is rebuilt), batch of 2."""
     model = make_model(dtype)
     prompt = torch.randint(0, 97, (2, 3), generator=torch.Generator().manual_seed(6))
-    expected = generate_text_simple(model, prompt, 30, context_size=context_size)
+    expected = generate_text_simple(model, prompt, n, context_size=context_size)
     assert len(set(expected[:, 3:].flatten().tolist())) > 4  # a varied continuation
-    reference = generate_cached(model, prompt, 30, context_size=context_size, fused=False)
-    default = generate_cached(model, prompt, 30, context_size=context_size)
+    reference = generate_cached(model, prompt, n, context_size=context_size, fused=False)
+    default = generate_cached(model, prompt, n, context_size=context_size)
     assert torch.equal(reference, expected) and torch.equal(default, expected)
 
 
@@ -112,6 +123,7 @@ def test_side_by_side_equals_the_layers_outputs_concatenated():
         with torch.no_grad():
             expected = torch.cat([layer(inputs) for layer in group], dim=-1)
             torch.testing.assert_close(side_by_side(group)(inputs), expected)
+            torch.testing.assert_close(side_by_side(group, copy=False)(inputs), expected)
         assert all(torch.equal(layer.weight, w) for layer, w in zip(group, before))  # copies only
 
 
@@ -134,3 +146,20 @@ def test_dropout_stays_off_and_training_mode_comes_back():
     model.train()
     assert torch.equal(generate_cached(model, prompt, 12), expected)
     assert model.training
+
+
+def test_input_major_stores_the_matrices_side_by_side_transposed():
+    weights = [torch.randn(130, 7), torch.randn(5, 7)]  # more rows than one block of 64
+    out = input_major(weights)
+    assert out.is_contiguous() and torch.equal(out, torch.cat(weights).t())
+
+
+def test_generations_copy_weights_only_from_the_length_where_copies_pay_back(monkeypatch):
+    made = []
+    monkeypatch.setattr(gptcourse.kvcache, "DecodePlan",
+                        lambda model, copy: made.append(copy) or DecodePlan(model, copy))
+    model, prompt = make_model(context_length=64), torch.zeros(1, 2, dtype=torch.long)
+    for n in (COPIES_PAY_BACK_FROM - 1, COPIES_PAY_BACK_FROM):
+        generate_cached(model, prompt, n)
+    generate_cached(model, prompt, COPIES_PAY_BACK_FROM, fused=False)  # no plan at all
+    assert made == [False, True]
