@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from .validate import require_flag, require_positive_int, require_probability
 
 
+def described(default, help: str, flag: bool = False):
+    """A dataclass field with its help text (and whether `gptcourse train` has a flag for it)."""
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
 def replace_fields(obj, what: str, **changes):
     """dataclasses.replace, with a clear error that lists the valid names for an unknown one."""
     valid = [f.name for f in dataclasses.fields(obj)]
@@ -21,14 +26,17 @@ def replace_fields(obj, what: str, **changes):
 class GPTConfig:
     """Every size that defines a GPT model. Defaults are GPT-2 small (124M)."""
 
-    vocab_size: int = 50257      # number of distinct tokens
-    context_length: int = 1024   # the most tokens the model can look at
-    emb_dim: int = 768           # size of each token's vector
-    n_heads: int = 12            # attention heads per layer
-    n_layers: int = 12           # transformer blocks
-    drop_rate: float = 0.1       # dropout probability
-    qkv_bias: bool = False       # biases in the query/key/value projections (GPT-2's weights have them)
-    tie_weights: bool = True     # output head shares the token embedding matrix
+    # Each field's help text is its description on the command line too (`gptcourse train
+    # --help`); the fields with flag=True become flags of `gptcourse train`.
+    vocab_size: int = described(50257, "number of distinct tokens")
+    context_length: int = described(1024, "tokens the model sees at once", flag=True)
+    emb_dim: int = described(768, "size of each token's vector", flag=True)
+    n_heads: int = described(12, "attention heads per block", flag=True)
+    n_layers: int = described(12, "transformer blocks", flag=True)
+    drop_rate: float = described(0.1, "dropout probability (0 for short runs)", flag=True)
+    qkv_bias: bool = described(False, "biases in the query/key/value projections (GPT-2's "
+                                      "weights have them)")
+    tie_weights: bool = described(True, "the output head shares the token embedding matrix")
     # Fused attention: F.scaled_dot_product_attention (on a CPU, for short contexts, two batched
     # matmuls, which are faster there; see gptcourse.attention.SHORT_CONTEXT_ON_CPU).
     use_sdpa: bool = False

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import distributed
-from .config import replace_fields
+from .config import described, replace_fields
 from .data import get_batch
 from .device import autocast, compile_for_training, explain_compile_errors
 from .loss import calc_loss_batch, estimate_loss
@@ -104,20 +104,27 @@ class TrainSettings:
     """How to train (the model's sizes live in GPTConfig). The defaults are the course's CPU recipe,
     found by benchmarks/time_to_quality.py for the "cpu-small" model on Tiny Shakespeare."""
 
-    max_iters: int = 800          # optimizer steps in the whole run (the schedule ends here)
-    batch_size: int = 16          # windows per step
-    block_size: int | None = None  # tokens per window; None = the model's context_length
-    lr: float = 4e-3              # peak learning rate, reached at the end of warm-up
-    min_lr: float = 1e-4          # the cosine decay ends here
-    warmup_iters: int = 50        # steps of linear warm-up
-    weight_decay: float = 0.1     # AdamW decay on the weight matrices only
-    beta1: float = 0.8            # Adam's momentum: it averages about 1 / (1 - beta1) = 5 recent
-                                  # gradients, not 0.9's 10, so a short run reacts sooner
-    beta2: float = 0.99
-    grad_clip: float = 1.0        # largest allowed gradient norm; 0 turns clipping off
-    eval_interval: int = 250      # estimate train/val loss every this many steps (and at the end)
-    eval_iters: int = 10          # batches per split for each estimate
-    seed: int = 1337              # seeds the batch order (the model's weights are seeded by you)
+    # Each field's help text is its description on the command line too (`gptcourse train
+    # --help`); the fields with flag=True become flags of `gptcourse train`.
+    max_iters: int = described(800, "optimizer steps in the whole run (the schedule ends here)",
+                               flag=True)
+    batch_size: int = described(16, "windows of text per step", flag=True)
+    block_size: int | None = described(None, "tokens per window (None: the model's context_length)")
+    lr: float = described(4e-3, "peak learning rate, reached after the warm-up", flag=True)
+    min_lr: float = described(1e-4, "learning rate at the end of the cosine decay", flag=True)
+    warmup_iters: int = described(50, "steps of linear learning-rate warm-up", flag=True)
+    weight_decay: float = described(0.1, "AdamW weight decay (weight matrices only)", flag=True)
+    # 0.8, not the usual 0.9: Adam then averages about 1 / (1 - beta1) = 5 recent gradients, not
+    # 10, so a short run reacts sooner.
+    beta1: float = described(0.8, "Adam's momentum: how much of the past gradients each step keeps",
+                             flag=True)
+    beta2: float = described(0.99, "Adam's memory of the squared gradients", flag=True)
+    grad_clip: float = described(1.0, "largest allowed gradient norm (0: no clipping)", flag=True)
+    eval_interval: int = described(250, "estimate the train/val loss every N steps (and at the end)",
+                                   flag=True)
+    eval_iters: int = described(10, "batches per split for each loss estimate", flag=True)
+    seed: int = described(1337, "random seed for the batch order (gptcourse train seeds the "
+                                "initial weights with it too)", flag=True)
 
     def __post_init__(self) -> None:
         for name in ("max_iters", "batch_size", "eval_interval", "eval_iters"):
