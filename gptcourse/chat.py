@@ -16,11 +16,11 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 
-from .generate import sample_next
+from .generate import token_sampler
 from .kvcache import KVCache, forward_with_cache
 from .llama import LlamaModel
 from .model import GPTModel
-from .validate import require_generator, require_int, require_number, require_optional_int
+from .validate import require_int, require_optional_int
 
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 # What SmolLM2's template puts first when a conversation has no system message of its own.
@@ -101,9 +101,7 @@ def stream_tokens(model: torch.nn.Module, prompt_ids: Sequence[int], max_new_tok
     if bad:
         raise ValueError(f"prompt_ids must be token ids in 0..{cfg.vocab_size - 1}, got {bad[:5]}")
     require_int("max_new_tokens", max_new_tokens, low=0)
-    require_number("temperature", temperature, low=0, hint=" (0 means greedy)")
-    require_optional_int("top_k", top_k, 1, cfg.vocab_size, "vocab_size")
-    require_generator("generator", generator)
+    sample = token_sampler(temperature, top_k, generator, cfg.vocab_size)  # checked once, here
     stop = set(stop_ids)
     if max_new_tokens == 0:
         return
@@ -117,7 +115,7 @@ def stream_tokens(model: torch.nn.Module, prompt_ids: Sequence[int], max_new_tok
         window = ids[-context:]
         logits = _next_logits(model, torch.tensor([window], device=device), cache)
         for step in range(max_new_tokens):
-            next_id = int(sample_next(logits, temperature, top_k, generator))
+            next_id = int(sample(logits))
             ids.append(next_id)
             yield next_id
             if next_id in stop or step == max_new_tokens - 1:

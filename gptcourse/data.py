@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import unicodedata
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -245,6 +246,20 @@ def get_batch(
 
     Returns two (batch_size, block_size) tensors on `device`.
     """
+    return batch_sampler(data, block_size, batch_size, device, generator)()
+
+
+def batch_sampler(
+    data: torch.Tensor,
+    block_size: int,
+    batch_size: int,
+    device: str | torch.device = "cpu",
+    generator: torch.Generator | None = None,
+) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    """Check the arguments of get_batch once; return draw() -> (x, y), one get_batch per call.
+
+    A training loop calls this once before its first step, so that no step checks them again.
+    """
     data = _as_id_tensor(data)
     block_size = require_positive_int("block_size", block_size)
     batch_size = require_positive_int("batch_size", batch_size)
@@ -255,12 +270,17 @@ def get_batch(
             f"data has {len(data)} tokens, too short for block_size={block_size}: a window needs "
             f"block_size + 1 = {block_size + 1} tokens. Use a smaller block_size or more text."
         )
-    # The last start that still leaves room for the shifted target is len - block_size - 1.
-    starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-    # One index tensor (batch_size, block_size) gathers every window at once: far faster than a loop.
-    positions = starts.unsqueeze(1) + torch.arange(block_size)
-    x, y = data[positions], data[positions + 1]
-    return x.to(device), y.to(device)
+    offsets = torch.arange(block_size)
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor]:
+        # The last start that still leaves room for the shifted target is len - block_size - 1.
+        starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+        # One index tensor (batch_size, block_size) gathers every window at once: far faster than a loop.
+        positions = starts.unsqueeze(1) + offsets
+        x, y = data[positions], data[positions + 1]
+        return x.to(device), y.to(device)
+
+    return draw
 
 
 class SlidingWindowDataset(Dataset):

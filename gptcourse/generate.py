@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .loss import logits_of
@@ -70,28 +72,49 @@ def _require_top_k(top_k, vocab_size: int | None) -> None:
 def top_k_filter(logits: torch.Tensor, top_k: int) -> torch.Tensor:
     """Keep exactly the `top_k` largest logits in each row; set the rest to -inf so softmax gives them 0."""
     _require_top_k(top_k, logits.size(-1))
+    return _keep_top_k(logits, top_k)
+
+
+def _keep_top_k(logits: torch.Tensor, top_k: int) -> torch.Tensor:
     keep = torch.topk(logits, top_k, dim=-1).indices                       # (..., k)
     # -inf, not 0: exp(-inf) = 0 removes a token, while a logit of 0 would still give it a chance.
     filtered = torch.full_like(logits, float("-inf"))
     return filtered.scatter(-1, keep, logits.gather(-1, keep))
 
 
+Sampler = Callable[[torch.Tensor], torch.Tensor]
+
+
+def token_sampler(temperature: float = 0.0, top_k: int | None = None,
+                  generator: torch.Generator | None = None, vocab_size: int | None = None) -> Sampler:
+    """Check the sampling settings once; return sample(logits (B, V)) -> next ids (B, 1).
+
+    A generation loop calls this once before its first token, so that no step checks the same
+    settings again (sample_next is the one-call version).
+    """
+    _require_temperature(temperature)
+    _require_top_k(top_k, vocab_size)
+    require_generator("generator", generator)
+
+    def sample(logits: torch.Tensor) -> torch.Tensor:
+        if temperature == 0 or top_k == 1:
+            return logits.argmax(dim=-1, keepdim=True)                          # (B, 1)
+        if top_k is not None:
+            logits = _keep_top_k(logits, top_k)
+        # Dividing the logits (not the probabilities) sharpens (<1) or flattens (>1) the softmax.
+        probs = torch.softmax(logits.float() / temperature, dim=-1)           # (B, V)
+        if generator is not None and generator.device != probs.device:
+            # Sample where the generator lives, so a seed gives the same text on CPU and GPU.
+            return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(logits.device)
+        return torch.multinomial(probs, num_samples=1, generator=generator)   # (B, 1)
+
+    return sample
+
+
 def sample_next(logits: torch.Tensor, temperature: float = 0.0, top_k: int | None = None,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Pick the next id from (B, V) logits: argmax at temperature 0 (or top_k=1), else sample."""
-    _require_temperature(temperature)
-    _require_top_k(top_k, logits.size(-1))
-    require_generator("generator", generator)
-    if temperature == 0 or top_k == 1:
-        return logits.argmax(dim=-1, keepdim=True)                          # (B, 1)
-    if top_k is not None:
-        logits = top_k_filter(logits, top_k)
-    # Dividing the logits (not the probabilities) sharpens (<1) or flattens (>1) the softmax.
-    probs = torch.softmax(logits.float() / temperature, dim=-1)           # (B, V)
-    if generator is not None and generator.device != probs.device:
-        # Sample where the generator lives, so a seed gives the same text on CPU and GPU.
-        return torch.multinomial(probs.to(generator.device), 1, generator=generator).to(logits.device)
-    return torch.multinomial(probs, num_samples=1, generator=generator)   # (B, 1)
+    return token_sampler(temperature, top_k, generator, logits.size(-1))(logits)
 
 
 @torch.no_grad()
@@ -105,10 +128,8 @@ def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
     """
     _require_prompt(idx, max_new_tokens)
     context_size = _context_size(model, context_size)
-    _require_temperature(temperature)
     vocab_size = getattr(getattr(model, "cfg", None), "vocab_size", None)
-    _require_top_k(top_k, vocab_size)
-    require_generator("generator", generator)
+    sample = token_sampler(temperature, top_k, generator, vocab_size)  # checked once, here
     require_optional_int("eos_id", eos_id, 0, None if vocab_size is None else vocab_size - 1,
                          hint=" (a token id)")
     param = next(model.parameters(), None)
@@ -119,7 +140,7 @@ def generate(model: torch.nn.Module, idx: torch.Tensor, max_new_tokens: int,
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):
         logits = logits_of(model(idx[:, -context_size:]))[:, -1, :]  # (B, V): the last position
-        next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1)
+        next_id = sample(logits)                                     # (B, 1)
         if eos_id is not None:
             # Sequences that already ended keep producing eos, so the batch stays rectangular.
             next_id = next_id.masked_fill(finished.unsqueeze(1), eos_id)

@@ -21,7 +21,7 @@ import torch
 
 from .attention import MultiHeadAttention
 from .fastdecode import COPIES_PAY_BACK_FROM, DecodePlan
-from .generate import sample_next
+from .generate import token_sampler
 from .layers import GELU, FeedForward, LayerNorm, TransformerBlock
 from .model import GPTModel
 from .tokenizers import text_to_token_ids, token_ids_to_text
@@ -218,7 +218,7 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
     context_size = require_int_in_range("context_size", context_size, 1, limit, "context_length")
     refill_length = context_size if refill_length is None else refill_length
     refill_length = require_int_in_range("refill_length", refill_length, 1, context_size, "context_size")
-    require_optional_int("top_k", top_k, 1, model.cfg.vocab_size, "vocab_size")
+    sample = token_sampler(temperature, top_k, generator, model.cfg.vocab_size)  # checked once, here
     require_flag("fused", fused)
     if fused:
         validate_fusable(model)
@@ -230,28 +230,31 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
     # After eval(): the plan skips dropout. Copies of weights only where they pay back.
     plan = DecodePlan(model, copy=max_new_tokens >= COPIES_PAY_BACK_FROM) if fused else None
 
-    def next_logits(ids: torch.Tensor, check: bool = True) -> torch.Tensor:
-        """(B, vocab) after ids, extending the cache; check=False skips the checks of the step."""
-        if check:
-            _check_step(model, ids, cache)
+    def next_logits(ids: torch.Tensor) -> torch.Tensor:
+        """(B, vocab) after ids, extending the cache (whose room the caller has checked)."""
         if plan is not None:
             return plan.forward(ids, cache)[:, -1]
         return _forward_checked(model, ids, cache, True, False)[:, -1]
 
-    logits = next_logits(idx[:, -context_size:])  # the prefill, with all the checks
+    def refill(ids: torch.Tensor) -> torch.Tensor:
+        """next_logits for a window of ids into an empty cache, with every check of a step."""
+        _check_step(model, ids, cache)
+        return next_logits(ids)
+
+    logits = refill(idx[:, -context_size:])  # the prefill
     for step in range(max_new_tokens):
-        next_id = sample_next(logits, temperature, top_k, generator)  # (B, 1)
+        next_id = sample(logits)  # (B, 1)
         idx = torch.cat([idx, next_id], dim=1)
         if step == max_new_tokens - 1:
             break  # the last token is chosen; no need to run the model on it
         if cache.length == context_size:
             # Full: the window slides, every position shifts, so the cached keys are stale.
             cache.reset()
-            logits = next_logits(idx[:, -refill_length:])
+            logits = refill(idx[:, -refill_length:])
         else:
             # One token the model itself chose, into a cache with room (checked just above): the
-            # prefill's checks hold, so skip them; on a 124M model they cost about 1% per token.
-            logits = next_logits(next_id, check=False)
+            # prefill's checks hold, so no step repeats them.
+            logits = next_logits(next_id)
     model.train(was_training)
     return idx
 

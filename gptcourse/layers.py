@@ -213,7 +213,6 @@ class TransformerBlock(nn.Module):
         self.att = MultiHeadAttention(
             d_in=cfg.emb_dim, d_out=cfg.emb_dim, context_length=cfg.context_length,
             dropout=cfg.drop_rate, num_heads=cfg.n_heads, qkv_bias=cfg.qkv_bias, use_sdpa=cfg.use_sdpa,
-            validate_input=False,  # the model validated its input once, at its edge
         )
         self.ff = FeedForward(cfg)
         self.norm1 = LayerNorm(cfg.emb_dim, fused=cfg.use_fused)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from .data import create_dataloader, get_batch
+from .data import batch_sampler, create_dataloader
 from .validate import require_optional_int, require_positive_int
 
 
@@ -73,10 +73,10 @@ def estimate_loss(
     model.eval()  # no dropout while measuring
     result = {}
     for name, data in splits.items():
+        draw = batch_sampler(data, block_size, batch_size, device=device, generator=generator)
         losses = torch.empty(eval_iters)
         for i in range(eval_iters):
-            x, y = get_batch(data, block_size, batch_size, device=device, generator=generator)
-            losses[i] = calc_loss_batch(model, x, y).item()
+            losses[i] = calc_loss_batch(model, *draw()).item()
         result[name] = losses.mean().item()
     model.train(was_training)
     return result

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -65,15 +66,28 @@ def lr_at(step: int, max_lr: float, min_lr: float, warmup_iters: int, max_iters:
     min_lr at step max_iters, and min_lr after that.
     """
     require_int("step", step, low=0)
+    return lr_schedule(max_lr, min_lr, warmup_iters, max_iters)(step)
+
+
+def lr_schedule(max_lr: float, min_lr: float, warmup_iters: int,
+                max_iters: int) -> Callable[[int], float]:
+    """Check the schedule's settings once; return lr(step), lr_at's curve for these settings.
+
+    A training loop calls this once before its first step, so that no step checks them again.
+    """
     if not 0 <= min_lr <= max_lr:
         raise ValueError(f"need 0 <= min_lr <= max_lr, got min_lr={min_lr}, max_lr={max_lr}")
     if not 0 <= warmup_iters <= max_iters:
         raise ValueError(f"need 0 <= warmup_iters <= max_iters, got warmup_iters={warmup_iters}, "
                          f"max_iters={max_iters}")
-    if step < warmup_iters:
-        # step + 1: the very first step already learns a little (step / warmup_iters would give 0).
-        return max_lr * (step + 1) / warmup_iters
-    if step >= max_iters:
-        return min_lr
-    progress = (step - warmup_iters) / (max_iters - warmup_iters)  # 0 -> 1 over the decay
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+    def lr(step: int) -> float:
+        if step < warmup_iters:
+            # step + 1: the very first step already learns a little (step / warmup_iters would give 0).
+            return max_lr * (step + 1) / warmup_iters
+        if step >= max_iters:
+            return min_lr
+        progress = (step - warmup_iters) / (max_iters - warmup_iters)  # 0 -> 1 over the decay
+        return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (max_lr - min_lr)
+
+    return lr

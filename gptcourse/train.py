@@ -17,10 +17,10 @@ import torch
 
 from . import distributed
 from .config import described, replace_fields
-from .data import get_batch
+from .data import batch_sampler
 from .device import autocast, compile_for_training, explain_compile_errors
 from .loss import calc_loss_batch, estimate_loss
-from .optim import fused_where_possible, lr_at, make_optimizer
+from .optim import fused_where_possible, lr_schedule, make_optimizer
 from .progress import progress_bar
 from .validate import (
     require_flag,
@@ -68,14 +68,14 @@ def train_simple(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, **fused_where_possible(model))
     history: dict[str, list] = {"step": [], "train": [], "val": [], "batch_loss": []}
     splits = {"train": train_data, "val": val_data}
+    draw = batch_sampler(train_data, block_size, batch_size, device=device, generator=batch_gen)
     model.train()
     bar = progress_bar(range(steps), desc="training", disable=not progress, leave=False)
     for step in bar:
         if step % eval_interval == 0:
             _record(history, step, estimate_loss(model, splits, block_size, batch_size, eval_iters,
                                                  eval_gen, device))
-        x, y = get_batch(train_data, block_size, batch_size, device=device, generator=batch_gen)
-        loss = calc_loss_batch(model, x, y)
+        loss = calc_loss_batch(model, *draw())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -236,18 +236,21 @@ def train(
         history["train"].append(losses["train"])
         history["val"].append(losses["val"])
 
+    # The settings were checked when they were made: check the data once, then trust both.
+    draw = batch_sampler(train_data, block_size, settings.batch_size, generator=state.batch_gen)
+    schedule = lr_schedule(settings.lr, settings.min_lr, settings.warmup_iters, settings.max_iters)
     model.train()
     bar = progress_bar(range(state.step, settings.max_iters), initial=state.step, total=settings.max_iters,
                desc="training", disable=not (progress and main_process))
     for step in bar:
         if step % settings.eval_interval == 0 and (not history["step"] or history["step"][-1] != step):
             evaluate()
-        lr = lr_at(step, settings.lr, settings.min_lr, settings.warmup_iters, settings.max_iters)
+        lr = schedule(step)
         for group in state.optimizer.param_groups:
             group["lr"] = lr
         # Every process draws the same whole batch and keeps its own share of it, so the batches
         # (and the generator's state in a checkpoint) do not depend on the number of processes.
-        x, y = get_batch(train_data, block_size, settings.batch_size, generator=state.batch_gen)
+        x, y = draw()
         share = slice(distributed.rank() * micro_batch * grad_accum,
                       (distributed.rank() + 1) * micro_batch * grad_accum)
         state.optimizer.zero_grad(set_to_none=True)  # forget the previous step's gradients

@@ -241,12 +241,8 @@ def test_block_gives_a_clear_error_for_the_wrong_width():
         TransformerBlock(TINY)(torch.randn(1, 4, 8))
 
 
-def test_attention_inside_a_block_trusts_its_input_while_a_standalone_one_checks_it():
-    # The model validates its ids once; the blocks' attention layers skip the per-forward checks.
-    cfg = GPTConfig(vocab_size=11, context_length=4, emb_dim=8, n_heads=2, n_layers=1, drop_rate=0.0)
-    assert TransformerBlock(cfg).att.validate_input is False
+def test_a_standalone_attention_layer_names_a_sequence_longer_than_its_context():
     standalone = MultiHeadAttention(8, 8, 4, 0.0, 2)
-    assert standalone.validate_input is True
     with pytest.raises(ValueError, match="input has 5 tokens but context_length is 4"):
         standalone(torch.randn(1, 5, 8))
 
