@@ -1,8 +1,8 @@
 """The default cached decode step: kvcache's computation in fewer, faster operations.
 
 `generate_cached` runs this unless it is given fused=False. It computes what
-`kvcache.forward_with_cache` computes with the same weights (tests/test_kvcache.py checks the
-logits to float rounding and the greedy tokens exactly), with three changes:
+`kvcache.forward_with_cache` computes with the same weights (tests/test_fastdecode.py checks
+the logits to float rounding and the greedy tokens exactly), with three changes:
 
 - LayerNorm and GELU run through the layers' own fused functions (`LayerNorm.fused_forward`,
   `gelu_tanh_fused`), attention through `MultiHeadAttention.attend(..., use_sdpa=True)`.
@@ -36,7 +36,7 @@ from .model import GPTModel
 Product = Callable[[torch.Tensor], torch.Tensor]
 
 # The copies take about as long as a few tokens' steps, and each later step is faster: measured
-# on GPT-2 124M at 1 and 2 threads they pay back after 16 to 32 new tokens (the ratio hardly
+# on GPT-2 124M at 1 and 2 threads they pay back within a few dozen new tokens (the count hardly
 # depends on the model's size, since both sides grow with its bytes). Shorter generations read
 # the weights where they are.
 COPIES_PAY_BACK_FROM = 32
