@@ -6,6 +6,7 @@ tiktoken's GPT-2 Encoding is a class we cannot change, so ours speak its languag
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterable
@@ -149,13 +150,25 @@ class CharTokenizer:
 
 
 def tiktoken_cache_dir() -> Path:
-    """Where tiktoken keeps GPT-2's files: $TIKTOKEN_CACHE_DIR, else beside the course data.
+    """Where GPT-2's tokenizer files are cached: $TIKTOKEN_CACHE_DIR (or tiktoken's older
+    $DATA_GYM_CACHE_DIR), else beside the course data, so `gptcourse data` and the notebooks share one."""
+    chosen = os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR")
+    return Path(chosen) if chosen else data_dir() / "tiktoken-cache"
 
-    Setting the default here means `python -m gptcourse data` and the notebooks use one folder.
-    """
-    if not os.environ.get("TIKTOKEN_CACHE_DIR") and not os.environ.get("DATA_GYM_CACHE_DIR"):
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(data_dir() / "tiktoken-cache")
-    return Path(os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ["DATA_GYM_CACHE_DIR"])
+
+@contextlib.contextmanager
+def _tiktoken_reads_from(cache_dir: Path):
+    """tiktoken finds its cache only through $TIKTOKEN_CACHE_DIR: point it at `cache_dir` while it
+    loads, then put the environment back as it was, so no caller depends on a changed environment."""
+    before = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(cache_dir)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TIKTOKEN_CACHE_DIR"]
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = before
 
 
 def gpt2_tokenizer():
@@ -166,9 +179,9 @@ def gpt2_tokenizer():
     # tiktoken silently deletes a cached file whose sha256 is wrong: note which ones it will delete.
     corrupt = corrupt_gpt2_files(cache_dir)
     try:
-        return tiktoken.get_encoding("gpt2")
+        with _tiktoken_reads_from(cache_dir):
+            return tiktoken.get_encoding("gpt2")  # loaded once; later calls reuse tiktoken's copy
     except Exception as exc:  # tiktoken raises several error types when offline
-        cache = os.environ.get("TIKTOKEN_CACHE_DIR", "(not set)")
         if corrupt:
             names = ", ".join(str(path) for path in corrupt)
             raise TokenizerUnavailableError(
@@ -179,9 +192,9 @@ def gpt2_tokenizer():
             ) from exc
         raise TokenizerUnavailableError(
             "Could not load the GPT-2 tokenizer files. tiktoken downloads them once and caches "
-            f"them in $TIKTOKEN_CACHE_DIR (now {cache}). On a machine without internet, set "
-            "TIKTOKEN_CACHE_DIR to a folder that already holds them (copy it from a machine "
-            "that has run `python -m gptcourse data`)."
+            f"them in {cache_dir} ($TIKTOKEN_CACHE_DIR, else beside the course data). On a machine "
+            "without internet, set TIKTOKEN_CACHE_DIR to a folder that already holds them (copy it "
+            "from a machine that has run `python -m gptcourse data`)."
             f" Original error: {type(exc).__name__}: {exc}"
         ) from exc
 

@@ -21,6 +21,7 @@ from gptcourse.tokenizers import (
     TokenizerUnavailableError,
     gpt2_tokenizer,
     text_to_token_ids,
+    tiktoken_cache_dir,
     token_ids_to_text,
 )
 
@@ -265,3 +266,17 @@ def test_from_vocab_refuses_what_is_not_a_list_of_characters():
 def test_char_decode_of_a_single_int_is_a_clear_error():
     with pytest.raises(TypeError, match="ids must be a list or 1-D tensor"):
         CharTokenizer("ab").decode(5)
+
+
+def test_loading_gpt2_leaves_the_environment_as_it_was(monkeypatch, tmp_path):
+    """tiktoken reads its cache folder from the environment only while gpt2_tokenizer loads it."""
+    cache = Path(os.environ["TIKTOKEN_CACHE_DIR"])
+    monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # a real load, not tiktoken's copy
+    monkeypatch.delenv("TIKTOKEN_CACHE_DIR")
+    monkeypatch.delenv("DATA_GYM_CACHE_DIR", raising=False)
+    monkeypatch.setenv("GPTCOURSE_DATA_DIR", str(tmp_path))
+    (tmp_path / "tiktoken-cache").symlink_to(cache)  # the default: beside the course data
+    before = dict(os.environ)
+    assert tiktoken_cache_dir() == tmp_path / "tiktoken-cache"
+    assert gpt2_tokenizer().n_vocab == 50257
+    assert dict(os.environ) == before
