@@ -33,7 +33,11 @@ Chapter 6, training and sampling
     run_folder  a run's output folder: checked before the first step, locked while it runs
     processes   whether a process is alive and when it started (for the run lock)
     distributed  torchrun: one model trained by several processes (DDP), rank 0 writes
-    cli         `python -m gptcourse train | sample | data` (`__main__` runs it)
+    cli         `python -m gptcourse COMMAND`: reads the command, prints errors (`__main__` runs it)
+    train_cli   `python -m gptcourse train`: its flags (made from the config fields) and the run
+    train_plan  what a run will train, decided and checked first: a new run or a resumed one
+    sample_cli  `python -m gptcourse sample`: text from a trained model
+    data_cli    `python -m gptcourse data`: every download, once, for offline use
 Chapter 7, beyond
     pretrained  OpenAI's GPT-2 weights loaded into GPTModel
     safetensors_file  reading a .safetensors header: every tensor's shape, a file cut short

@@ -324,12 +324,13 @@ def test_unknown_encoding_is_named(tmp_path):
 
 
 def test_cli_reads_a_cp949_corpus(tmp_path):
-    from gptcourse.cli import _tokenizer_and_text, build_parser
+    from gptcourse.cli import build_parser
+    from gptcourse.train_plan import load_tokenizer_and_text
 
     path = tmp_path / "ko.txt"
     path.write_bytes("가나다라".encode("cp949"))
     args = build_parser().parse_args(["train", "--corpus", str(path), "--encoding", "cp949"])
-    tokenizer, text = _tokenizer_and_text(args.corpus, args.tokenizer, encoding=args.encoding)
+    tokenizer, text = load_tokenizer_and_text(args.corpus, "char", encoding=args.encoding)
     assert text == "가나다라" and tokenizer.vocab_size == 4
 
 

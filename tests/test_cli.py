@@ -17,13 +17,14 @@ import torch
 from gptcourse import checkpoint as ckpt_module
 from gptcourse import device as device_module
 from gptcourse.checkpoint import load_checkpoint, save_checkpoint
-from gptcourse.cli import build_parser, main, suggest_prompt
+from gptcourse.cli import build_parser, main
 from gptcourse.config import GPTConfig
 from gptcourse.data import tiny_shakespeare_path
 from gptcourse.download import DownloadError
 from gptcourse.model import GPTModel
 from gptcourse.tokenizers import gpt2_tokenizer
 from gptcourse.train import TrainSettings, new_state
+from gptcourse.train_cli import suggest_prompt
 
 CORPUS = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 40
 TINY = ["--n-layers", "1", "--emb-dim", "16", "--n-heads", "2", "--context-length", "16",
@@ -85,11 +86,14 @@ def test_sample_in_a_subprocess_is_seeded(reference_run, capsys):
     assert capsys.readouterr().out == text  # same seed, same text, in another process too
 
 
+SLOW_RUN = ROOT / "tests" / "slow_run.py"  # gptcourse with slower steps (the delay is no flag)
+
+
 def start_slow_run(corpus: Path, out: Path, step_delay: float) -> subprocess.Popen:
-    """A training run in another process; --step-delay (a hidden test flag) makes each step slow."""
+    """A training run in another process, each step `step_delay` seconds slower (tests/slow_run.py)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "gptcourse", "train", "--corpus", str(corpus),
-                             "--out", str(out), *TINY, "--step-delay", str(step_delay)], env=env,
+    return subprocess.Popen([sys.executable, str(SLOW_RUN), str(step_delay), "train", "--corpus",
+                             str(corpus), "--out", str(out), *TINY], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -447,11 +451,11 @@ def test_only_the_packages_own_errors_become_one_line(corpus, tmp_path, monkeypa
     def buggy(*args, **kwargs):
         raise ValueError("an internal mistake, not the user's")
 
-    monkeypatch.setattr("gptcourse.cli.train", buggy)
+    monkeypatch.setattr("gptcourse.train_cli.train", buggy)
     with pytest.raises(ValueError, match="an internal mistake"):
         main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "run"), *TINY])
     capsys.readouterr()
-    monkeypatch.setattr("gptcourse.cli.train", lambda *a, **k: (_ for _ in ()).throw(KeyError("x")))
+    monkeypatch.setattr("gptcourse.train_cli.train", lambda *a, **k: (_ for _ in ()).throw(KeyError("x")))
     with pytest.raises(KeyError):
         main(["train", "--corpus", str(corpus), "--out", str(tmp_path / "run2"), *TINY])
 
@@ -488,3 +492,46 @@ def test_a_save_error_in_a_folder_that_became_read_only_stays_one_line(corpus, t
     assert "Traceback" not in err and err.count("\n") == 2, err
     assert f"gptcourse train: error: could not save {out / 'ckpt.pt'}: the file system is read-only" in err
     assert f"gptcourse train: warning: could not remove the lock {out / 'run.lock'}" in err
+
+
+@pytest.mark.parametrize("command, message", [
+    (["train", "--out", "runs/my run"], "Interrupted. Continue with: gptcourse train --out 'runs/my run' --resume"),
+    (["sample"], "Interrupted."),
+])
+def test_ctrl_c_suggests_resume_only_for_train(command, message, monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("gptcourse.train_cli.cmd_train", interrupted)
+    monkeypatch.setattr("gptcourse.sample_cli.cmd_sample", interrupted)
+    assert main(command) == 130
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_model_and_training_flags_come_from_the_dataclass_fields(monkeypatch, capsys):
+    import dataclasses
+
+    from gptcourse.config import PRESETS, GPTConfig
+
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps its help to the terminal's width
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for cls in (GPTConfig, TrainSettings):
+        for field in dataclasses.fields(cls):
+            flag = "--" + field.name.replace("_", "-")
+            if field.metadata.get("flag"):
+                assert flag in text and " ".join(field.metadata["help"].split()) in text, flag
+            else:
+                assert flag not in text, flag
+    assert f"(default: the preset's; {PRESETS['cpu-small'].n_layers} in cpu-small)" in text
+    assert f"(default {TrainSettings().max_iters})" in text
+    assert "--step-delay" not in text  # test hooks are patched in by the tests, not shipped
+    parsed = build_parser().parse_args(["train", "--n-layers", "3", "--lr", "0.01"])
+    assert (parsed.n_layers, parsed.lr, parsed.emb_dim) == (3, 0.01, None)  # None: not given
+
+
+def test_dropout_is_still_accepted_as_the_old_name_of_drop_rate():
+    parser = build_parser()
+    assert parser.parse_args(["train", "--dropout", "0.2"]).drop_rate == 0.2
+    assert parser.parse_args(["train", "--drop-rate", "0.3"]).drop_rate == 0.3

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli import CORPUS, ROOT
+from test_cli import CORPUS, ROOT, SLOW_RUN
 
 from gptcourse import distributed
 from gptcourse.checkpoint import load_checkpoint
@@ -29,12 +29,14 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
 RUN_TIMEOUT_S = 180
 
 
-def command(processes: int, *args) -> list[str]:
-    """`gptcourse ARGS` in one plain process, or under torchrun with `processes` processes."""
+def command(processes: int, *args, step_delay: float = 0.0) -> list[str]:
+    """`gptcourse ARGS` in one plain process, or under torchrun with `processes` processes; with a
+    step_delay, each step that many seconds slower (through tests/slow_run.py)."""
+    program = ["-m", "gptcourse"] if not step_delay else [str(SLOW_RUN), str(step_delay)]
     if processes == 1:
-        return [sys.executable, "-m", "gptcourse", *map(str, args)]
+        return [sys.executable, *program, *map(str, args)]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
-            f"--nproc_per_node={processes}", "-m", "gptcourse", *map(str, args)]
+            f"--nproc_per_node={processes}", *program, *map(str, args)]
 
 
 def run(processes: int, *args) -> subprocess.CompletedProcess:
@@ -105,9 +107,8 @@ def kill_after_first_checkpoint(processes: int, out: Path, *args, after_step: in
     """Start a slowed-down run, SIGKILL one process (rank 1 under torchrun) once a checkpoint after
     `after_step` is written, and return the launcher's exit code and its output."""
     flags = RUN_FLAGS if "--resume" in args else TINY
-    # --step-delay (a hidden test flag) makes each step last 0.2 s, so the kill lands mid-run.
-    launcher = subprocess.Popen(command(processes, "train", "--out", out, *args, *flags,
-                                        "--step-delay", "0.2"),
+    # Each step lasts 0.2 s longer, so the kill lands mid-run.
+    launcher = subprocess.Popen(command(processes, "train", "--out", out, *args, *flags, step_delay=0.2),
                                 env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT_S
