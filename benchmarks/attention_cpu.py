@@ -12,7 +12,7 @@ round of each counts. Before timing, the script checks that both give the same o
   batched  gptcourse.attention.causal_attention_batched: baddbmm (scores, scale and mask in one
            call), softmax, bmm. It keeps the (T, T) weights for the backward pass.
 
-The model's fused path (use_sdpa=True) runs "batched" on a CPU up to SHORT_CONTEXT_ON_CPU tokens
+The model's fast path (fast=True) runs "batched" on a CPU up to SHORT_CONTEXT_ON_CPU tokens
 and "fused" beyond; the last column says which one it picks at each length.
 """
 
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from gptcourse.attention import (
     SHORT_CONTEXT_ON_CPU,
-    batched_is_faster,
+    batched_beats_sdpa,
     causal_attention_batched,
     causal_mask,
     split_heads,
@@ -93,7 +93,7 @@ def main() -> None:
     for T in args.lengths:
         batch = max(1, args.tokens // T)
         best = measure(T, batch, args.heads, args.head_dim, args.rounds, args.repeats)
-        uses = "batched" if batched_is_faster("cpu", torch.float32, T) else "fused"
+        uses = "batched" if batched_beats_sdpa("cpu", torch.float32, T) else "fused"
         print(f"{T:>6} {batch:>6} {best['fused'] * 1e3:>10.2f} {best['batched'] * 1e3:>11.2f} "
               f"{best['batched'] / best['fused']:>14.2f}  {uses}")
     print(f"(below 1: the batched matmuls are faster; the model switches at T = {SHORT_CONTEXT_ON_CPU})")

@@ -9,7 +9,7 @@ One randomly initialised `transformers` GPT2LMHeadModel gives its weights to our
 checks that they produce identical tokens. Random weights are fine for timing: the work per
 token does not depend on the values. For each thread count, in alternating rounds, it times:
   ours          generate_cached(model, prompt, n): the default path (gptcourse.fastdecode)
-  reference     generate_cached(..., fused=False): the model's own modules, the explicit version
+  reference     generate_cached(..., fast=False): the model's own modules, the explicit version
   transformers  GPT2LMHeadModel.generate(use_cache=True, do_sample=False)
   floor         every Linear layer once on one token, as many times as tokens: reads every weight
                 once and nothing else, so no cached step can be faster
@@ -100,13 +100,13 @@ def main() -> None:
 
     sides = {
         "ours": lambda: generate_cached(model, prompt, n),
-        "reference": lambda: generate_cached(model, prompt, n, fused=False),
+        "reference": lambda: generate_cached(model, prompt, n, fast=False),
         "transformers": theirs,
     }
     for threads in args.threads:
         torch.set_num_threads(threads)
         for name in ("ours", "reference"):  # warm-up: allocation, kernel choice
-            generate_cached(model, prompt, 3, fused=name == "ours")
+            generate_cached(model, prompt, 3, fast=name == "ours")
         hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=3, do_sample=False,
                     pad_token_id=hf.config.eos_token_id)
         seconds, results = {name: [] for name in [*sides, "floor"]}, {}

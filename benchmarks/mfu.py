@@ -1,8 +1,8 @@
 """Benchmark: training tokens/s, achieved FLOP/s and MFU of a GPT config on one device.
 
     python benchmarks/mfu.py --preset cpu-small --device cpu --batch 32 --steps 10
-    python benchmarks/mfu.py --preset cpu-small --device cpu --no-sdpa
-    python benchmarks/mfu.py --preset cpu-small --device cpu --batch 32 --fused-both --rounds 3
+    python benchmarks/mfu.py --preset cpu-small --device cpu --no-fast
+    python benchmarks/mfu.py --preset cpu-small --device cpu --batch 32 --both --rounds 3
     python benchmarks/mfu.py --preset gpt2-small --device cuda --dtype bf16 --batch 16 --both
     python benchmarks/mfu.py --preset gpt2-small --device cuda --dtype bf16 --peak-tflops 989
 
@@ -19,7 +19,7 @@ import platform
 
 import torch
 
-from gptcourse.attention import batched_is_faster
+from gptcourse.attention import batched_beats_sdpa
 from gptcourse.config import PRESETS, get_config
 from gptcourse.flops import training_flops_per_token
 from gptcourse.mfu import (
@@ -39,7 +39,7 @@ def run(cfg, args, device: torch.device) -> tuple[float, float]:
     model = GPTModel(cfg).to(device)
     path = attention_path(model)
     seq_len = args.seq_len or cfg.context_length
-    if path == "scaled_dot_product_attention" and batched_is_faster(device, DTYPES[args.dtype], seq_len):
+    if path == "scaled_dot_product_attention" and batched_beats_sdpa(device, DTYPES[args.dtype], seq_len):
         path += f" (batched matmuls: {seq_len} tokens on a CPU)"
     if args.compile:
         model = torch.compile(model)
@@ -48,7 +48,7 @@ def run(cfg, args, device: torch.device) -> tuple[float, float]:
     peak = peak_flops(device, args.dtype, args.peak_tflops)
     achieved = result.tokens_per_s * flops_per_token
     print(f"attention path      {path}{' (torch.compile)' if args.compile else ''}; "
-          f"LayerNorm/GELU {'fused' if cfg.use_fused else 'explicit'}")
+          f"LayerNorm/GELU {'fused' if cfg.fast else 'explicit'}")
     print(f"step time           {1e3 * sum(result.step_times) / len(result.step_times):.1f} ms "
           f"(mean of {args.steps}, after {args.warmup} warm-up steps)")
     print(f"training tokens/s   {result.tokens_per_s:,.0f}")
@@ -71,13 +71,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="fp32", choices=sorted(DTYPES),
                         help="bf16 runs the matmuls under autocast (fp32 weights)")
-    parser.add_argument("--sdpa", action=argparse.BooleanOptionalAction, default=None,
-                        help="attention through F.scaled_dot_product_attention (default: the preset's)")
-    parser.add_argument("--both", action="store_true", help="run the manual and the SDPA path")
-    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
-                        help="LayerNorm/GELU through PyTorch's fused kernels (default: the preset's)")
-    parser.add_argument("--fused-both", action="store_true",
-                        help="run the explicit and the fused LayerNorm/GELU, alternating --rounds times")
+    parser.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
+                        help="attention, LayerNorm and GELU through the fast kernels (GPTConfig.fast; "
+                             "default: the preset's)")
+    parser.add_argument("--both", action="store_true",
+                        help="run the explicit and the fast kernels, alternating --rounds times")
     parser.add_argument("--rounds", type=int, default=1, help="repeat the runs, alternating paths")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=None, help="tokens per sequence (default: context)")
@@ -102,23 +100,20 @@ def main() -> None:
           f"d={cfg.emb_dim}, heads={cfg.n_heads}, vocab={cfg.vocab_size}")
     print(f"device {device} ({name}), {args.dtype}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} CPU threads, batch {args.batch}\n")
-    paths = [False, True] if args.both else [cfg.use_sdpa if args.sdpa is None else args.sdpa]
-    fused = [False, True] if args.fused_both else [cfg.use_fused if args.fused is None else args.fused]
-    best_achieved: dict[tuple[bool, bool], float] = {}
+    choices = [False, True] if args.both else [cfg.fast if args.fast is None else args.fast]
+    best_achieved: dict[bool, float] = {}
     best_peak = 0.0
     for _ in range(args.rounds):
-        for use_sdpa in paths:
-            for use_fused in fused:
-                achieved, peak = run(cfg.replace(use_sdpa=use_sdpa, use_fused=use_fused), args, device)
-                key = (use_sdpa, use_fused)
-                best_achieved[key] = max(best_achieved.get(key, 0.0), achieved)
-                best_peak = max(best_peak, peak)
+        for fast in choices:
+            achieved, peak = run(cfg.replace(fast=fast), args, device)
+            best_achieved[fast] = max(best_achieved.get(fast, 0.0), achieved)
+            best_peak = max(best_peak, peak)
     if args.rounds > 1:
         # A busy machine slows some rounds: each round's MFU divides one noisy time by another.
         # The best step and the best matmul over all rounds are the least disturbed of each.
         print(f"best of {args.rounds} rounds (best step / best peak, {best_peak / 1e12:.4g} TFLOP/s):")
-        for (use_sdpa, use_fused), achieved in best_achieved.items():
-            label = f"{'sdpa' if use_sdpa else 'manual'} attention, {'fused' if use_fused else 'explicit'} LayerNorm/GELU"
+        for fast, achieved in best_achieved.items():
+            label = "fast kernels" if fast else "explicit attention, LayerNorm and GELU"
             print(f"  {label:45s} MFU {achieved / best_peak:.1%}")
 
 

@@ -41,8 +41,7 @@ BASELINE_SETTINGS = TrainSettings(max_iters=2000, batch_size=12, lr=1e-3, min_lr
                                   warmup_iters=100, weight_decay=0.1, beta1=0.9, beta2=0.99,
                                   grad_clip=1.0, eval_interval=250, eval_iters=20, seed=1337)
 BASELINE_CONFIG = GPTConfig(vocab_size=65, context_length=64, emb_dim=128, n_heads=4, n_layers=4,
-                            drop_rate=0.0, qkv_bias=False, tie_weights=True, use_sdpa=True,
-                            use_fused=True)
+                            drop_rate=0.0, qkv_bias=False, tie_weights=True, fast=True)
 
 
 class Reached(Exception):

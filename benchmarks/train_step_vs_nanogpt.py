@@ -1,6 +1,6 @@
 """Benchmark: training tokens/s of the course's real training step against nanoGPT's, side by side.
 
-    python benchmarks/train_step_vs_nanogpt.py --nanogpt /tmp/nanogpt
+    python benchmarks/train_step_vs_nanogpt.py --nanogpt /tmp/nanogpt      # 1 and 2 threads
     python benchmarks/train_step_vs_nanogpt.py --nanogpt /tmp/nanogpt --threads 1 --rounds 6
     python benchmarks/train_step_vs_nanogpt.py --nanogpt /tmp/nanogpt --compile
 
@@ -12,8 +12,8 @@ Ours is `gptcourse.train.train` itself (its model, its optimizer from gptcourse.
 clipping and learning-rate schedule), timed between its per-step hooks. nanoGPT's is the step of
 its train.py: set the lr, forward with targets, backward, clip, step, zero the gradients.
 The two run in this one process in alternating rounds (A B A B ...), so a busy machine slows
-both alike. It prints the ratio of each side's best round, and the median of the rounds' own
-ratios. A third side times only the step's matmuls at the same shapes: the floor that no training
+both alike. For each thread count (1 and 2 by default) it prints the headline, the median of the
+rounds' own ratios, and the ratio of each side's best round. A third side times only the step's matmuls at the same shapes: the floor that no training
 step on this machine can beat. The course's model keeps its output-projection and feed-forward
 biases (nanoGPT's baby config has none): that work counts against us.
 """
@@ -152,31 +152,8 @@ def matmul_floor_runner(model: torch.nn.Module, tokens: int, batch: int, seq_len
     return run
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nanogpt", type=Path, required=True, help="folder with nanoGPT's model.py")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per side")
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
-    parser.add_argument("--no-fused", action="store_true", help="the course's explicit LayerNorm/GELU")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time the course's step with torch.compile (needs a C++ compiler)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    nanogpt = load_nanogpt(args.nanogpt)
-    text = load_text("tinyshakespeare")
-    train_ids, _ = train_val_split(torch.tensor(CharTokenizer(text).encode(text)), 0.9)
-    cfg = GPTConfig(vocab_size=65, context_length=BLOCK, emb_dim=EMB, n_heads=HEADS, n_layers=LAYERS,
-                    drop_rate=0.0, qkv_bias=False, tie_weights=True, use_sdpa=True)
-    if not args.no_fused and "use_fused" in cfg.to_dict():
-        cfg = cfg.replace(use_fused=True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{platform.processor() or platform.machine()}; config {cfg}, use_fused={cfg.use_fused}")
-    sides = {"course": course_runner(cfg, train_ids), "nanoGPT": nanogpt_runner(nanogpt, train_ids),
-             "matmul floor": matmul_floor_runner(GPTModel(cfg), BATCH * BLOCK, BATCH, BLOCK, HEADS)}
-    if args.compile:
-        sides["course, compiled"] = course_runner(cfg, train_ids, compile_model=True)
+def measure(sides: dict, args: argparse.Namespace) -> None:
+    """Warm every side up, time them in alternating rounds, print the ratios (at the current threads)."""
     for name, run in sides.items():
         start = time.perf_counter()
         run(3)  # warm-up: allocations, kernel choice (and compiling)
@@ -189,6 +166,11 @@ def main() -> None:
             rounds[name].append(run(args.steps))
             line.append(f"{name} {args.steps * BATCH * BLOCK / rounds[name][-1]:8,.0f}")
         print(f"round {r + 1}: " + "   ".join(line) + " tokens/s", flush=True)
+    # A busy machine slows a whole stretch of time. The sides of one round ran seconds apart, so
+    # their ratio is steadier than a ratio of best rounds, which may come from different minutes.
+    paired = [name for name in ("course", "course, compiled") if name in rounds]
+    print(f"median of the {args.rounds} rounds' own ratios to nanoGPT: " + ", ".join(
+        f"{name} {paired_ratio(rounds[name], rounds['nanoGPT']):.2f}x" for name in paired))
     best = {name: min(seconds) for name, seconds in rounds.items()}
     tokens = args.steps * BATCH * BLOCK
     ours, theirs, floor = (tokens / best[name] for name in ("course", "nanoGPT", "matmul floor"))
@@ -200,11 +182,36 @@ def main() -> None:
         compiled = tokens / best["course, compiled"]
         print(f"compiled course step {compiled:,.0f} tokens/s: {compiled / theirs:.2f}x nanoGPT, "
               f"{compiled / ours:.2f}x the course's eager step")
-    # A busy machine slows a whole stretch of time. The sides of one round ran seconds apart, so
-    # their ratio is steadier than a ratio of best rounds, which may come from different minutes.
-    paired = [name for name in ("course", "course, compiled") if name in rounds]
-    print(f"median of the {args.rounds} rounds' own ratios to nanoGPT: " + ", ".join(
-        f"{name} {paired_ratio(rounds[name], rounds['nanoGPT']):.2f}x" for name in paired))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nanogpt", type=Path, required=True, help="folder with nanoGPT's model.py")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="torch CPU thread counts, each measured in turn (default: 1 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per side")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
+    parser.add_argument("--no-fast", action="store_true",
+                        help="the course's explicit attention, LayerNorm and GELU (GPTConfig.fast=False)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the course's step with torch.compile (needs a C++ compiler)")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.steps < 1 or min(args.threads) < 1:
+        parser.error("--rounds, --steps and --threads must be at least 1")
+    nanogpt = load_nanogpt(args.nanogpt)
+    text = load_text("tinyshakespeare")
+    train_ids, _ = train_val_split(torch.tensor(CharTokenizer(text).encode(text)), 0.9)
+    cfg = GPTConfig(vocab_size=65, context_length=BLOCK, emb_dim=EMB, n_heads=HEADS, n_layers=LAYERS,
+                    drop_rate=0.0, qkv_bias=False, tie_weights=True, fast=not args.no_fast)
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}; config {cfg}")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        print(f"\n{threads} thread(s):")
+        sides = {"course": course_runner(cfg, train_ids), "nanoGPT": nanogpt_runner(nanogpt, train_ids),
+                 "matmul floor": matmul_floor_runner(GPTModel(cfg), BATCH * BLOCK, BATCH, BLOCK, HEADS)}
+        if args.compile:
+            sides["course, compiled"] = course_runner(cfg, train_ids, compile_model=True)
+        measure(sides, args)
 
 
 if __name__ == "__main__":

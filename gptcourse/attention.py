@@ -116,9 +116,10 @@ def causal_attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tenso
 SHORT_CONTEXT_ON_CPU = 128
 
 
-def batched_is_faster(device: str | torch.device, dtype: torch.dtype, seq_len: int) -> bool:
-    """Whether the fused path (without dropout) runs `causal_attention_batched` for seq_len tokens
-    of this dtype on this device: float32/64 on a CPU, at most SHORT_CONTEXT_ON_CPU tokens."""
+def batched_beats_sdpa(device: str | torch.device, dtype: torch.dtype, seq_len: int) -> bool:
+    """Whether two batched matmuls (`causal_attention_batched`) beat PyTorch's fused kernel for
+    seq_len tokens of this dtype on this device, so that the fast path (without dropout) runs them:
+    float32/64 on a CPU, at most SHORT_CONTEXT_ON_CPU tokens."""
     return (torch.device(device).type == "cpu" and dtype in (torch.float32, torch.float64)
             and seq_len <= SHORT_CONTEXT_ON_CPU)
 
@@ -200,15 +201,15 @@ class MultiHeadAttention(nn.Module):
     """Efficient multi-head causal attention: one projection for all heads, split with view/transpose."""
 
     def __init__(self, d_in: int, d_out: int, context_length: int, dropout: float, num_heads: int,
-                 qkv_bias: bool = False, use_sdpa: bool = False):
+                 qkv_bias: bool = False, fast: bool = False):
         super().__init__()
         validate_attention_args(d_in, d_out, context_length, dropout, num_heads)
         require_flag("qkv_bias", qkv_bias)
-        require_flag("use_sdpa", use_sdpa)
+        require_flag("fast", fast)
         self.d_in, self.d_out, self.context_length = d_in, d_out, context_length
         self.num_heads = num_heads
         self.head_dim = d_out // num_heads
-        self.use_sdpa = use_sdpa
+        self.fast = fast  # attend through the fastest kernels for the device (see attend)
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_value = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -225,19 +226,19 @@ class MultiHeadAttention(nn.Module):
         return merge_heads(t)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               use_sdpa: bool | None = None) -> torch.Tensor:
+               fast: bool | None = None) -> torch.Tensor:
         """Causal attention of q (B, nh, Tq, hd) over k, v (B, nh, Tk, hd) -> (B, nh, Tq, hd).
 
-        With Tq < Tk (a KV cache), the queries are the last Tq positions. use_sdpa (default:
-        the module's own setting) picks the fused path for this one call: PyTorch's kernel, or
+        With Tq < Tk (a KV cache), the queries are the last Tq positions. fast (default: the
+        module's own setting) picks the fast path for this one call: PyTorch's fused kernel, or
         on a CPU without dropout, for Tq = Tk <= SHORT_CONTEXT_ON_CPU, `causal_attention_batched`.
         """
-        use_sdpa = self.use_sdpa if use_sdpa is None else use_sdpa
-        if use_sdpa:
+        fast = self.fast if fast is None else fast
+        if fast:
             p = self.dropout.p if self.training else 0.0
             Tq, Tk = q.size(-2), k.size(-2)
             if Tq == Tk:
-                if p == 0.0 and batched_is_faster(q.device, q.dtype, Tq):
+                if p == 0.0 and batched_beats_sdpa(q.device, q.dtype, Tq):
                     return causal_attention_batched(q, k, v, self.mask[:Tk, :Tk])
                 # PyTorch's fused kernel: same maths (its default scale is 1/sqrt(head_dim)).
                 return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)

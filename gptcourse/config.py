@@ -37,12 +37,12 @@ class GPTConfig:
     qkv_bias: bool = described(False, "biases in the query/key/value projections (GPT-2's "
                                       "weights have them)")
     tie_weights: bool = described(True, "the output head shares the token embedding matrix")
-    # Fused attention: F.scaled_dot_product_attention (on a CPU, for short contexts, two batched
-    # matmuls, which are faster there; see gptcourse.attention.SHORT_CONTEXT_ON_CPU).
-    use_sdpa: bool = False
-    # LayerNorm and GELU through PyTorch's one-kernel versions. A speed switch, not a size: it
-    # changes results only in float rounding, so the printed config leaves it out (repr=False).
-    use_fused: bool = field(default=False, repr=False)
+    # A speed switch, not a size: the attention, LayerNorm and GELU compute the same functions
+    # (up to float rounding) through the fastest kernels for the device: attention through
+    # F.scaled_dot_product_attention, or on a CPU for short contexts two batched matmuls, faster
+    # there (gptcourse.attention.SHORT_CONTEXT_ON_CPU); LayerNorm and GELU in one kernel each.
+    fast: bool = described(False, "the fast kernels: the same attention, LayerNorm and GELU in "
+                                  "fewer, larger operations")
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
@@ -50,7 +50,7 @@ class GPTConfig:
             object.__setattr__(self, name, require_positive_int(name, getattr(self, name)))
         require_probability("drop_rate", self.drop_rate, hint=": it is the probability of zeroing "
                             "a value (0.0 turns dropout off)")
-        for name in ("qkv_bias", "tie_weights", "use_sdpa", "use_fused"):
+        for name in ("qkv_bias", "tie_weights", "fast"):
             require_flag(name, getattr(self, name))
         if self.emb_dim % self.n_heads != 0:
             raise ValueError(
@@ -68,8 +68,19 @@ class GPTConfig:
         return replace_fields(self, "config field(s)", **changes)
 
     def to_dict(self) -> dict:
-        """The fields as a plain dict (GPTConfig(**d) turns it back into a config)."""
+        """The fields as a plain dict (GPTConfig.from_dict turns it back into a config)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, fields: dict) -> GPTConfig:
+        """GPTConfig(**fields), also for a dict saved when the speed switch had two fields:
+        use_sdpa (attention) and use_fused (LayerNorm and GELU) become `fast` if either was on."""
+        fields = dict(fields)
+        old = [fields.pop(name) for name in ("use_sdpa", "use_fused") if name in fields]
+        if old and "fast" not in fields:
+            # A damaged value goes through as it is, for __post_init__ to name.
+            fields["fast"] = any(old) if all(isinstance(v, bool) for v in old) else old[0]
+        return cls(**fields)
 
 
 PRESETS: dict[str, GPTConfig] = {
@@ -81,7 +92,7 @@ PRESETS: dict[str, GPTConfig] = {
     # blocks reach a given loss sooner than three or four narrower ones: fewer, larger matmuls
     # waste less time around them (benchmarks/time_to_quality.py).
     "cpu-small": GPTConfig(vocab_size=65, context_length=64, emb_dim=192, n_heads=4, n_layers=2,
-                           drop_rate=0.0, use_sdpa=True, use_fused=True),
+                           drop_rate=0.0, fast=True),
 }
 
 

@@ -1,11 +1,11 @@
 """The default cached decode step: kvcache's computation in fewer, faster operations.
 
-`generate_cached` runs this unless it is given fused=False. It computes what
+`generate_cached` runs this unless it is given fast=False. It computes what
 `kvcache.forward_with_cache` computes with the same weights (tests/test_fastdecode.py checks
 the logits to float rounding and the greedy tokens exactly), with three changes:
 
 - LayerNorm and GELU run through the layers' own fused functions (`LayerNorm.fused_forward`,
-  `gelu_tanh_fused`), attention through `MultiHeadAttention.attend(..., use_sdpa=True)`.
+  `gelu_tanh_fused`), attention through `MultiHeadAttention.attend(..., fast=True)`.
 - A cached step multiplies one token's vector by every weight matrix, so it is mostly reading
   weights. On a CPU, PyTorch's matrix-vector product reads a matrix stored input-major,
   (in, out), faster than nn.Linear's (out, in) when its rows are short (in <= out): that layout
@@ -113,7 +113,7 @@ class DecodePlan:
         for layer, (norm1, qkv, att, out_proj, norm2, expand, project) in enumerate(self.blocks):
             q, k, v = qkv(norm1(x)).split(att.d_out, dim=-1)  # (B, T_new, C) each
             k, v = cache.append(layer, att.split_heads(k), att.split_heads(v))
-            x = x + out_proj(att.merge_heads(att.attend(att.split_heads(q), k, v, use_sdpa=True)))
+            x = x + out_proj(att.merge_heads(att.attend(att.split_heads(q), k, v, fast=True)))
             x = x + project(gelu_tanh_fused(expand(norm2(x))))
         if last_only:
             x = x[:, -1:, :]

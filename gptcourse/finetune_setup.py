@@ -85,7 +85,7 @@ def course_gpt(settings: dict, extra: dict) -> Setup:
     the model from the state alone.
     """
     if "model_config" in extra:
-        model = GPTModel(GPTConfig(**extra["model_config"]))
+        model = GPTModel(GPTConfig.from_dict(extra["model_config"]))
         tokenizer = tokenizer_from_vocab(extra["tokenizer"])
     else:
         model, tokenizer = model_from_checkpoint(load_checkpoint(settings["checkpoint"]))

@@ -81,7 +81,7 @@ def flop_counter_flops(cfg: GPTConfig, batch_size: int = 1, seq_len: int | None 
 
     On the "meta" device tensors have shapes but no values, so nothing is computed and even
     GPT-2 XL is counted in seconds. Returns {"total": ..., "aten.mm": ..., ...} (by operator).
-    With use_sdpa=True on real CPU tensors, no dropout and more than SHORT_CONTEXT_ON_CPU tokens,
+    With fast=True on real CPU tensors, no dropout and more than SHORT_CONTEXT_ON_CPU tokens,
     F.scaled_dot_product_attention runs a fused kernel that FlopCounterMode has no formula for
     (torch 2.13), so the attention matmuls go uncounted. Shorter contexts on a CPU run batched
     matmuls, and on "meta" (or with dropout) SDPA falls back to plain matmuls: both are counted.

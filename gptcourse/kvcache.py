@@ -8,11 +8,11 @@ These functions run the layers and weights of an existing GPTModel (they do not 
 `forward_with_cache(model, ids, cache)` gives the logits `model(all_ids)` would give for the
 new positions: the same computation, up to the order in which float sums are added.
 
-fused=True runs LayerNorm, GELU and attention through the layers' fused functions (one kernel
+fast=True runs LayerNorm, GELU and attention through the layers' fused functions (one kernel
 each instead of several small operations) with the model's own weights; the logits then agree
 with the model's to float rounding rather than bit for bit. `generate_cached` does this by
 default, through `gptcourse.fastdecode`, which also keeps some weights in the layout a CPU
-reads fastest; fused=False runs the model's own modules, the explicit reference.
+reads fastest; fast=False runs the model's own modules, the explicit reference.
 """
 
 from __future__ import annotations
@@ -96,40 +96,40 @@ def _new_qkv(att: MultiHeadAttention, x: torch.Tensor) -> tuple[torch.Tensor, ..
 
 
 def _attend(att: MultiHeadAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-            fused: bool) -> torch.Tensor:
+            fast: bool) -> torch.Tensor:
     """The new queries over all keys and values, heads merged and projected: (B, T_new, C)."""
     # attend treats the queries as the last T_new of the T_past + T_new positions: new token i
     # sits at position T_past + i and may look at keys 0 .. T_past + i (the mask's rows T_past:).
-    out = att.attend(q, k, v, use_sdpa=True if fused else None)  # (B, nh, T_new, hd)
+    out = att.attend(q, k, v, fast=True if fast else None)  # (B, nh, T_new, hd)
     return att.out_proj(att.merge_heads(out))
 
 
 def attention_with_cache(att: MultiHeadAttention, x: torch.Tensor, past_k: torch.Tensor | None = None,
-                         past_v: torch.Tensor | None = None, fused: bool = False):
+                         past_v: torch.Tensor | None = None, fast: bool = False):
     """Causal attention of new tokens x (B, T_new, C) over the past and themselves.
 
     Returns (output (B, T_new, C), keys, values), where keys and values now include the new tokens.
-    fused=True uses PyTorch's fused attention kernel for this call.
+    fast=True uses the attention's fast path for this call (PyTorch's fused kernel).
     """
     q, k, v = _new_qkv(att, x)  # only the new tokens ask
     if past_k is not None:
         # Time is dim 2 of (B, nh, T, hd): the new positions come after the cached ones.
         k = torch.cat([past_k, k], dim=2)  # (B, nh, T_past + T_new, hd)
         v = torch.cat([past_v, v], dim=2)
-    return _attend(att, q, k, v, fused), k, v
+    return _attend(att, q, k, v, fast), k, v
 
 
 def validate_fusable(model: GPTModel) -> None:
-    """fused=True replaces exactly the course's LayerNorm and GELU: refuse anything else."""
+    """fast=True replaces exactly the course's LayerNorm and GELU: refuse anything else."""
     for i, block in enumerate(model.trf_blocks):
         ff = block.ff
         if type(block.norm1) is not LayerNorm or type(block.norm2) is not LayerNorm \
                 or type(ff) is not FeedForward or len(ff.layers) != 3 or type(ff.layers[1]) is not GELU:
-            raise ValueError(f"fused=True needs the course's LayerNorm, FeedForward and GELU, but block "
-                             f"{i} has other modules: use fused=False (the model's own modules)")
+            raise ValueError(f"fast=True needs the course's LayerNorm, FeedForward and GELU, but block "
+                             f"{i} has other modules: use fast=False (the model's own modules)")
     if type(model.final_norm) is not LayerNorm:
-        raise ValueError("fused=True needs the course's LayerNorm as final_norm, but the model has "
-                         f"{type(model.final_norm).__name__}: use fused=False")
+        raise ValueError("fast=True needs the course's LayerNorm as final_norm, but the model has "
+                         f"{type(model.final_norm).__name__}: use fast=False")
 
 
 def _shortcut_dropout(block: TransformerBlock, x: torch.Tensor) -> torch.Tensor:
@@ -139,28 +139,28 @@ def _shortcut_dropout(block: TransformerBlock, x: torch.Tensor) -> torch.Tensor:
 
 
 def block_with_cache(block: TransformerBlock, x: torch.Tensor, cache: KVCache, layer: int,
-                     fused: bool = False) -> torch.Tensor:
+                     fast: bool = False) -> torch.Tensor:
     """One transformer block on the new tokens x (B, T_new, C), reading and extending layer `layer` of the cache."""
     norm1, norm2, ff = ((block.norm1.fused_forward, block.norm2.fused_forward, block.ff.fused_forward)
-                        if fused else (block.norm1, block.norm2, block.ff))
+                        if fast else (block.norm1, block.norm2, block.ff))
     q, k, v = _new_qkv(block.att, norm1(x))
     k, v = cache.append(layer, k, v)  # as in attention_with_cache, with the cache's own storage
-    x = x + _shortcut_dropout(block, _attend(block.att, q, k, v, fused))
+    x = x + _shortcut_dropout(block, _attend(block.att, q, k, v, fast))
     return x + _shortcut_dropout(block, ff(norm2(x)))
 
 
 def forward_with_cache(model: GPTModel, idx_new: torch.Tensor, cache: KVCache,
-                       last_only: bool = False, fused: bool = False) -> torch.Tensor:
+                       last_only: bool = False, fast: bool = False) -> torch.Tensor:
     """Logits (B, T_new, vocab) for new token ids (B, T_new) that follow the cached ones.
 
     With last_only=True, only the last position goes through the output head: (B, 1, vocab).
-    With fused=True, LayerNorm, GELU and attention use the layers' fused functions (see the top).
+    With fast=True, LayerNorm, GELU and attention use the layers' fused functions (see the top).
     """
-    require_flag("fused", fused)
-    if fused:
+    require_flag("fast", fast)
+    if fast:
         validate_fusable(model)
     _check_step(model, idx_new, cache)
-    return _forward_checked(model, idx_new, cache, last_only, fused)
+    return _forward_checked(model, idx_new, cache, last_only, fast)
 
 
 def _check_step(model: GPTModel, idx_new: torch.Tensor, cache: KVCache) -> None:
@@ -180,17 +180,17 @@ def _check_step(model: GPTModel, idx_new: torch.Tensor, cache: KVCache) -> None:
 
 
 def _forward_checked(model: GPTModel, idx_new: torch.Tensor, cache: KVCache, last_only: bool,
-                     fused: bool) -> torch.Tensor:
+                     fast: bool) -> torch.Tensor:
     """forward_with_cache without its checks, for a caller that has made them already."""
     past, T_new = cache.length, idx_new.size(1)
     # The new tokens come after the cached ones: positions past .. past + T_new - 1, not 0 ..
     pos = torch.arange(past, past + T_new, device=idx_new.device)
     x = model.drop_emb(model.embed_tokens(idx_new) + model.pos_emb(pos))  # (B, T_new, C)
     for layer, block in enumerate(model.trf_blocks):
-        x = block_with_cache(block, x, cache, layer, fused)
+        x = block_with_cache(block, x, cache, layer, fast)
     if last_only:
         x = x[:, -1:, :]  # generation needs only the last position's prediction
-    final_norm = model.final_norm.fused_forward if fused else model.final_norm
+    final_norm = model.final_norm.fused_forward if fast else model.final_norm
     return model.out_head(final_norm(x))
 
 
@@ -198,14 +198,14 @@ def _forward_checked(model: GPTModel, idx_new: torch.Tensor, cache: KVCache, las
 def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
                     context_size: int | None = None, temperature: float = 0.0, top_k: int | None = None,
                     generator: torch.Generator | None = None,
-                    refill_length: int | None = None, fused: bool = True) -> torch.Tensor:
+                    refill_length: int | None = None, fast: bool = True) -> torch.Tensor:
     """Like generate_text_simple / generate, but each step runs the model on the new token only.
 
     Past the context size, the oldest token must leave the window and every position shifts, so
     the cache is rebuilt from the last `refill_length` tokens. The default (= context_size) matches
     the uncached crop exactly, at the price of a full forward per token; a smaller value is faster
     but the model then sees fewer tokens than the uncached crop, so its tokens can differ.
-    fused=True (the default) runs the steps through `gptcourse.fastdecode`; fused=False through
+    fast=True (the default) runs the steps through `gptcourse.fastdecode`; fast=False through
     the model's own modules (forward_with_cache), the explicit reference.
     """
     require_instance("model", model, GPTModel)
@@ -219,8 +219,8 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
     refill_length = context_size if refill_length is None else refill_length
     refill_length = require_int_in_range("refill_length", refill_length, 1, context_size, "context_size")
     sample = token_sampler(temperature, top_k, generator, model.cfg.vocab_size)  # checked once, here
-    require_flag("fused", fused)
-    if fused:
+    require_flag("fast", fast)
+    if fast:
         validate_fusable(model)
     if max_new_tokens == 0:
         return idx
@@ -228,7 +228,7 @@ def generate_cached(model: GPTModel, idx: torch.Tensor, max_new_tokens: int,
     model.eval()
     cache = KVCache(model.cfg.n_layers, capacity=context_size)  # written in place, never copied
     # After eval(): the plan skips dropout. Copies of weights only where they pay back.
-    plan = DecodePlan(model, copy=max_new_tokens >= COPIES_PAY_BACK_FROM) if fused else None
+    plan = DecodePlan(model, copy=max_new_tokens >= COPIES_PAY_BACK_FROM) if fast else None
 
     def next_logits(ids: torch.Tensor) -> torch.Tensor:
         """(B, vocab) after ids, extending the cache (whose room the caller has checked)."""

@@ -31,15 +31,14 @@ class Rung:
     n_blocks: int = 1
     shortcuts: bool = False
     layer_norm: bool = False
-    use_sdpa: bool = False       # attention through PyTorch's fused kernel: the same maths, faster
-    use_fused: bool = False      # LayerNorm and GELU through fused kernels: the same maths, faster
+    fast: bool = False           # attention, LayerNorm and GELU through fast kernels: the same maths
 
     def __post_init__(self) -> None:
         if self.attention not in ("none", "head", "multi"):
             raise ValueError(f"attention must be 'none', 'head' or 'multi', got {self.attention!r}")
         require_positive_int("n_heads", self.n_heads)
         require_positive_int("n_blocks", self.n_blocks)
-        for name in ("feed_forward", "shortcuts", "layer_norm", "use_sdpa", "use_fused"):
+        for name in ("feed_forward", "shortcuts", "layer_norm", "fast"):
             require_flag(name, getattr(self, name))
 
 
@@ -53,11 +52,11 @@ class LadderBlock(nn.Module):
         # One head and several heads have the same parts (query, key, value and the output
         # projection) and the same number of parameters: only the split into heads differs.
         if rung.attention in ("head", "multi"):
-            self.att = MultiHeadAttention(C, C, T, 0.0, cfg.n_heads, use_sdpa=cfg.use_sdpa)
+            self.att = MultiHeadAttention(C, C, T, 0.0, cfg.n_heads, fast=cfg.fast)
         else:
             self.att = None
         self.ff = FeedForward(cfg) if rung.feed_forward else None
-        make_norm = (lambda: LayerNorm(C, fused=cfg.use_fused)) if rung.layer_norm else nn.Identity
+        make_norm = (lambda: LayerNorm(C, fast=cfg.fast)) if rung.layer_norm else nn.Identity
         self.norm1, self.norm2 = make_norm(), make_norm()
 
     def _sublayer(self, layer: nn.Module | None, norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -80,13 +79,12 @@ class LadderModel(nn.Module):
         # The ladder's sizes, checked once by GPTConfig; its blocks and layers trust them.
         cfg = GPTConfig(vocab_size=vocab_size, context_length=block_size, emb_dim=emb_dim,
                         n_heads=rung.n_heads if rung.attention == "multi" else 1,
-                        n_layers=rung.n_blocks, drop_rate=0.0, use_sdpa=rung.use_sdpa,
-                        use_fused=rung.use_fused)
+                        n_layers=rung.n_blocks, drop_rate=0.0, fast=rung.fast)
         self.block_size = block_size
         self.tok_emb = nn.Embedding(vocab_size, emb_dim)
         self.pos_emb = nn.Embedding(block_size, emb_dim)
         self.blocks = nn.Sequential(*[LadderBlock(rung, cfg) for _ in range(rung.n_blocks)])
-        self.final_norm = LayerNorm(emb_dim, fused=cfg.use_fused) if rung.layer_norm else nn.Identity()
+        self.final_norm = LayerNorm(emb_dim, fast=cfg.fast) if rung.layer_norm else nn.Identity()
         self.head = nn.Linear(emb_dim, vocab_size)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
@@ -101,7 +99,7 @@ class LadderModel(nn.Module):
 # The rungs in the order the chapters climb them. From the feed-forward rung on, attention,
 # LayerNorm and GELU run through fused kernels: the same maths as chapters 3 and 4 write out
 # (tests/test_ladder.py compares them), in fewer passes, so these rungs train faster.
-_FAST_KERNELS = {"use_sdpa": True, "use_fused": True}
+_FAST_KERNELS = {"fast": True}
 RUNGS: dict[str, Rung] = {
     "bigram + positions": Rung(),
     "one head": Rung(attention="head"),

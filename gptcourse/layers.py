@@ -18,15 +18,15 @@ from .validate import require_flag, require_instance, require_positive_int, requ
 class LayerNorm(nn.Module):
     """Normalise each token's vector to mean 0 and variance 1, then scale and shift (both trained).
 
-    fused=True computes the same function with PyTorch's one-kernel F.layer_norm (faster; equal
+    fast=True computes the same function with PyTorch's one-kernel F.layer_norm (faster; equal
     to the written-out version up to float rounding, as tests/test_layers.py checks).
     """
 
-    def __init__(self, emb_dim: int, eps: float = 1e-5, fused: bool = False):
+    def __init__(self, emb_dim: int, eps: float = 1e-5, fast: bool = False):
         super().__init__()
         self.emb_dim = require_positive_int("emb_dim", emb_dim, hint=" (the size of each token's vector)")
         self.eps = require_positive_number("eps", eps, hint=" (a small number such as 1e-5)")
-        self.fused = require_flag("fused", fused)
+        self.fast = require_flag("fast", fast)
         self.scale = nn.Parameter(torch.ones(emb_dim))   # trained, starts as "keep the normalised value"
         self.shift = nn.Parameter(torch.zeros(emb_dim))  # trained, starts as "add nothing"
 
@@ -34,7 +34,7 @@ class LayerNorm(nn.Module):
         if x.size(-1) != self.emb_dim:  # one comparison: cheap enough for every call
             raise ValueError(f"the last dimension of x has size {x.size(-1)}, but this LayerNorm "
                              f"normalises vectors of emb_dim={self.emb_dim}")
-        if self.fused:
+        if self.fast:
             return self.fused_forward(x)
         centered = x - x.mean(dim=-1, keepdim=True)        # (..., C): mean 0 per token
         # The biased variance: divide by n, not n - 1, as x.var(unbiased=False) does and as
@@ -44,11 +44,11 @@ class LayerNorm(nn.Module):
         return self.scale * norm_x + self.shift
 
     def fused_forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The same function as PyTorch's one kernel, F.layer_norm (fused=True runs this)."""
+        """The same function as PyTorch's one kernel, F.layer_norm (fast=True runs this)."""
         return F.layer_norm(x, (self.emb_dim,), self.scale, self.shift, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.emb_dim}, eps={self.eps}" + (", fused=True" if self.fused else "")
+        return f"{self.emb_dim}, eps={self.eps}" + (", fast=True" if self.fast else "")
 
 
 GELU_TANH_CONSTANT = math.sqrt(2.0 / math.pi)
@@ -114,22 +114,22 @@ def gelu_tanh_fused(x: torch.Tensor) -> torch.Tensor:
 class GELU(nn.Module):
     """GELU with the tanh approximation used by GPT-2: smooth like ReLU, but non-zero below 0.
 
-    fused=True computes the same curve through `gelu_tanh_fused`, the fastest path for the device.
+    fast=True computes the same curve through `gelu_tanh_fused`, the fastest path for the device.
     """
 
-    def __init__(self, fused: bool = False):
+    def __init__(self, fast: bool = False):
         super().__init__()
-        self.fused = require_flag("fused", fused)
+        self.fast = require_flag("fast", fast)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fused:
+        if self.fast:
             return gelu_tanh_fused(x)
         # A tanh curve fitted to the exact x * Phi(x) (Phi: the standard normal CDF).
         inner = GELU_TANH_CONSTANT * (x + GELU_CUBIC_COEFFICIENT * x.pow(3))
         return 0.5 * x * (1.0 + torch.tanh(inner))
 
     def extra_repr(self) -> str:
-        return "fused=True" if self.fused else ""
+        return "fast=True" if self.fast else ""
 
 
 def gelu_exact(x: torch.Tensor) -> torch.Tensor:
@@ -145,7 +145,7 @@ class FeedForward(nn.Module):
         require_instance("cfg", cfg, GPTConfig)  # a GPTConfig has checked every size already
         self.layers = nn.Sequential(
             nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim),  # (..., C) -> (..., 4C): room to compute
-            GELU(fused=cfg.use_fused),
+            GELU(fast=cfg.fast),
             nn.Linear(4 * cfg.emb_dim, cfg.emb_dim),  # (..., 4C) -> (..., C): back to the stream
         )
 
@@ -212,11 +212,11 @@ class TransformerBlock(nn.Module):
         require_instance("cfg", cfg, GPTConfig)  # a GPTConfig has checked every size already
         self.att = MultiHeadAttention(
             d_in=cfg.emb_dim, d_out=cfg.emb_dim, context_length=cfg.context_length,
-            dropout=cfg.drop_rate, num_heads=cfg.n_heads, qkv_bias=cfg.qkv_bias, use_sdpa=cfg.use_sdpa,
+            dropout=cfg.drop_rate, num_heads=cfg.n_heads, qkv_bias=cfg.qkv_bias, fast=cfg.fast,
         )
         self.ff = FeedForward(cfg)
-        self.norm1 = LayerNorm(cfg.emb_dim, fused=cfg.use_fused)
-        self.norm2 = LayerNorm(cfg.emb_dim, fused=cfg.use_fused)
+        self.norm1 = LayerNorm(cfg.emb_dim, fast=cfg.fast)
+        self.norm2 = LayerNorm(cfg.emb_dim, fast=cfg.fast)
         self.drop_shortcut = nn.Dropout(cfg.drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -103,7 +103,7 @@ def _sync(device: torch.device) -> None:
 def attention_path(model: nn.Module) -> str:
     """Which attention the model runs: "scaled_dot_product_attention" (the fused path; on a CPU
     up to SHORT_CONTEXT_ON_CPU tokens that is batched matmuls) or "manual"."""
-    paths = {m.use_sdpa for m in model.modules() if isinstance(m, MultiHeadAttention)}
+    paths = {m.fast for m in model.modules() if isinstance(m, MultiHeadAttention)}
     if not paths:
         return "none"
     return "scaled_dot_product_attention" if paths == {True} else "manual" if paths == {False} else "mixed"

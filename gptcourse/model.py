@@ -27,7 +27,7 @@ class GPTModel(TiedEmbeddingMixin, nn.Module):
         self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
         self.drop_emb = nn.Dropout(cfg.drop_rate)
         self.trf_blocks = nn.Sequential(*[TransformerBlock(cfg) for _ in range(cfg.n_layers)])
-        self.final_norm = LayerNorm(cfg.emb_dim, fused=cfg.use_fused)
+        self.final_norm = LayerNorm(cfg.emb_dim, fast=cfg.fast)
         self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
         self.reset_parameters()
         if cfg.tie_weights:

@@ -30,7 +30,7 @@ def make_trio(qkv_bias=False):
     """A list-of-heads module, the efficient one and its SDPA twin, all with the same weights."""
     wrapper = MultiHeadAttentionWrapper(D_IN, D_OUT, CTX, 0.0, HEADS)
     mha = copy_heads_into(wrapper, MultiHeadAttention(D_IN, D_OUT, CTX, 0.0, HEADS, qkv_bias=qkv_bias))
-    sdpa = MultiHeadAttention(D_IN, D_OUT, CTX, 0.0, HEADS, qkv_bias=qkv_bias, use_sdpa=True)
+    sdpa = MultiHeadAttention(D_IN, D_OUT, CTX, 0.0, HEADS, qkv_bias=qkv_bias, fast=True)
     sdpa.load_state_dict(mha.state_dict())
     return wrapper, mha, sdpa
 
@@ -84,7 +84,7 @@ def test_mask_is_a_boolean_buffer_that_is_not_saved():
     lambda: Head(D_IN, 3, CTX),
     lambda: MultiHeadAttentionWrapper(D_IN, D_OUT, CTX, 0.0, HEADS),
     lambda: MultiHeadAttention(D_IN, D_OUT, CTX, 0.0, HEADS),
-    lambda: MultiHeadAttention(D_IN, D_OUT, CTX, 0.0, HEADS, use_sdpa=True),
+    lambda: MultiHeadAttention(D_IN, D_OUT, CTX, 0.0, HEADS, fast=True),
 ], ids=["head", "wrapper", "efficient", "sdpa"])
 def test_changing_a_future_token_changes_no_earlier_output(make):
     layer = make().eval()
@@ -141,9 +141,9 @@ def test_split_and_merge_heads_are_inverse_and_slice_features():
     torch.testing.assert_close(mha.merge_heads(mha.split_heads(x)), x)
 
 
-@pytest.mark.parametrize("use_sdpa", [False, True])
-def test_cached_keys_give_the_last_rows_of_full_attention(use_sdpa):
-    mha = MultiHeadAttention(D_IN, D_OUT, CTX, 0.0, HEADS, use_sdpa=use_sdpa)
+@pytest.mark.parametrize("fast", [False, True])
+def test_cached_keys_give_the_last_rows_of_full_attention(fast):
+    mha = MultiHeadAttention(D_IN, D_OUT, CTX, 0.0, HEADS, fast=fast)
     q, k, v = (torch.randn(2, HEADS, CTX, D_OUT // HEADS) for _ in range(3))
     full = mha.attend(q, k, v)
     for n_new in (1, 2):
@@ -187,9 +187,9 @@ def test_dropout_layer_keeps_values_scaled_by_one_over_keep_probability():
     assert torch.equal(drop.eval()(torch.ones(5)), torch.ones(5))
 
 
-@pytest.mark.parametrize("use_sdpa", [False, True])
-def test_mha_dropout_only_in_training(use_sdpa):
-    mha = MultiHeadAttention(D_IN, D_OUT, CTX, 0.5, HEADS, use_sdpa=use_sdpa)
+@pytest.mark.parametrize("fast", [False, True])
+def test_mha_dropout_only_in_training(fast):
+    mha = MultiHeadAttention(D_IN, D_OUT, CTX, 0.5, HEADS, fast=fast)
     plain = MultiHeadAttention(D_IN, D_OUT, CTX, 0.0, HEADS)
     plain.load_state_dict(mha.state_dict())
     x = torch.randn(2, CTX, D_IN)
@@ -246,7 +246,7 @@ def spy_on_attention_paths(monkeypatch) -> list[str]:
     (8, torch.bfloat16, 0.0, True, "sdpa"),      # low precision keeps PyTorch's kernel
 ], ids=["longest-short", "float64", "dropout-in-eval", "long", "dropout-in-training", "bfloat16"])
 def test_fused_attention_on_a_cpu_picks_the_faster_path(monkeypatch, T, dtype, dropout, training, path):
-    mha = MultiHeadAttention(16, 16, SHORT_CONTEXT_ON_CPU + 1, dropout, 4, use_sdpa=True).to(dtype)
+    mha = MultiHeadAttention(16, 16, SHORT_CONTEXT_ON_CPU + 1, dropout, 4, fast=True).to(dtype)
     mha.train(training)
     calls = spy_on_attention_paths(monkeypatch)
     mha(torch.randn(2, T, 16, dtype=dtype))
@@ -256,7 +256,7 @@ def test_fused_attention_on_a_cpu_picks_the_faster_path(monkeypatch, T, dtype, d
 def test_fused_attention_beyond_the_short_context_equals_the_formula():
     T = SHORT_CONTEXT_ON_CPU + 8
     manual = MultiHeadAttention(16, 16, T, 0.0, 4).double()
-    fused = MultiHeadAttention(16, 16, T, 0.0, 4, use_sdpa=True).double()
+    fused = MultiHeadAttention(16, 16, T, 0.0, 4, fast=True).double()
     fused.load_state_dict(manual.state_dict())
     x = torch.randn(2, T, 16, dtype=torch.float64)
     torch.testing.assert_close(fused(x), manual(x))
@@ -280,7 +280,7 @@ def test_sdpa_default_scale_is_one_over_sqrt_head_dim():
     (dict(dropout=float("nan")), ValueError, r"dropout must be a number in \[0, 1\)"),
     (dict(dropout="0.1"), TypeError, "dropout must be a number"),
     (dict(qkv_bias="yes"), TypeError, "qkv_bias must be True or False"),
-    (dict(use_sdpa=None), TypeError, "use_sdpa must be True or False"),
+    (dict(fast=None), TypeError, "fast must be True or False"),
 ])
 def test_multi_head_attention_config_errors(kwargs, error, match):
     args = dict(d_in=8, d_out=8, context_length=4, dropout=0.0, num_heads=2) | kwargs

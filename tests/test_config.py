@@ -49,7 +49,7 @@ def test_drop_rate_type():
     assert GPTConfig(drop_rate=0).drop_rate == 0  # an int 0 is fine
 
 
-@pytest.mark.parametrize("field", ["qkv_bias", "tie_weights", "use_sdpa"])
+@pytest.mark.parametrize("field", ["qkv_bias", "tie_weights", "fast"])
 def test_switches_must_be_bool(field):
     with pytest.raises(TypeError, match=f"{field} must be True or False"):
         GPTConfig(**{field: 1})

@@ -36,7 +36,7 @@ class ShiftedLinear(nn.Linear):
 # float32 takes the copied, input-major products; float64 the model's own weights.
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 4e-5), (torch.float64, 1e-12)],
                          ids=["float32", "float64"])
-@pytest.mark.parametrize("changes", [{}, {"use_sdpa": True, "use_fused": True},
+@pytest.mark.parametrize("changes", [{}, {"fast": True},
                                      {"qkv_bias": False, "tie_weights": False}],
                          ids=["explicit", "fused-config", "no-bias-untied"])
 @pytest.mark.parametrize("copy", [True, False], ids=["copies", "in-place"])
@@ -68,7 +68,7 @@ def test_default_generation_gives_the_reference_greedy_tokens(dtype, context_siz
     prompt = torch.randint(0, 97, (2, 3), generator=torch.Generator().manual_seed(6))
     expected = generate_text_simple(model, prompt, n, context_size=context_size)
     assert len(set(expected[:, 3:].flatten().tolist())) > 4  # a varied continuation
-    reference = generate_cached(model, prompt, n, context_size=context_size, fused=False)
+    reference = generate_cached(model, prompt, n, context_size=context_size, fast=False)
     default = generate_cached(model, prompt, n, context_size=context_size)
     assert torch.equal(reference, expected) and torch.equal(default, expected)
 
@@ -102,7 +102,7 @@ def test_other_linear_layers_are_called_as_they_are():
         new.load_state_dict(old.state_dict())
         setattr(parent, name, new)
     prompt = torch.randint(0, 97, (1, 4), generator=torch.Generator().manual_seed(5))
-    reference = generate_cached(model, prompt, 10, fused=False)
+    reference = generate_cached(model, prompt, 10, fast=False)
     assert not torch.equal(reference, generate_cached(make_model(), prompt, 10))  # the shift matters
     assert torch.equal(generate_cached(model, prompt, 10), reference)
 
@@ -161,5 +161,5 @@ def test_generations_copy_weights_only_from_the_length_where_copies_pay_back(mon
     model, prompt = make_model(context_length=64), torch.zeros(1, 2, dtype=torch.long)
     for n in (COPIES_PAY_BACK_FROM - 1, COPIES_PAY_BACK_FROM):
         generate_cached(model, prompt, n)
-    generate_cached(model, prompt, COPIES_PAY_BACK_FROM, fused=False)  # no plan at all
+    generate_cached(model, prompt, COPIES_PAY_BACK_FROM, fast=False)  # no plan at all
     assert made == [False, True]

@@ -57,7 +57,7 @@ def test_formula_equals_flop_counter_for_training():
 
 
 def test_flop_counter_on_meta_counts_sdpa_like_the_manual_path():
-    sdpa = TINY.replace(use_sdpa=True)
+    sdpa = TINY.replace(fast=True)
     assert flop_counter_flops(sdpa, 2, 16)["total"] == forward_flops(sdpa, 2, 16)
 
 
@@ -65,14 +65,14 @@ def test_flop_counter_on_cpu_misses_the_fused_sdpa_kernel_beyond_short_contexts(
     # The manual path runs real matmuls (counted). So does the fused path on a CPU up to
     # SHORT_CONTEXT_ON_CPU tokens (batched matmuls). Beyond, it runs torch 2.13's fused CPU attention
     # kernel, which has no FLOP formula: the attention matmuls drop out of the count.
-    sdpa = TINY.replace(use_sdpa=True)
+    sdpa = TINY.replace(fast=True)
     short = flop_counter_flops(sdpa, 2, 16, device="cpu")
     assert short["total"] == forward_flops(TINY, 2, 16)
     B, T = 1, SHORT_CONTEXT_ON_CPU + 16
     long_cfg = TINY.replace(context_length=T)
     attention = B * T * flops_per_token_by_component(long_cfg, T)["attention scores"]
     assert flop_counter_flops(long_cfg, B, T, device="cpu")["total"] == forward_flops(long_cfg, B, T)
-    fused = flop_counter_flops(long_cfg.replace(use_sdpa=True), B, T, device="cpu")
+    fused = flop_counter_flops(long_cfg.replace(fast=True), B, T, device="cpu")
     assert fused["total"] == forward_flops(long_cfg, B, T) - attention
     assert "aten.bmm" not in fused
 

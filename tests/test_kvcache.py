@@ -34,15 +34,15 @@ def make_model(dtype=torch.float64, **changes) -> GPTModel:
 # a different order (and on a CPU use different attention kernels), so they differ by a few 1e-6.
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 4e-5), (torch.float64, 1e-12)],
                          ids=["float32", "float64"])
-@pytest.mark.parametrize("use_sdpa", [False, True])
-@pytest.mark.parametrize("fused", [False, True])
-def test_cached_logits_equal_full_forward(use_sdpa, fused, dtype, atol):
-    model = make_model(dtype, use_sdpa=use_sdpa)
+@pytest.mark.parametrize("model_fast", [False, True])
+@pytest.mark.parametrize("fast", [False, True])
+def test_cached_logits_equal_full_forward(model_fast, fast, dtype, atol):
+    model = make_model(dtype, fast=model_fast)
     idx = torch.randint(0, 97, (2, 16))
     cache = KVCache(CFG.n_layers)
     with torch.no_grad():
         full = model(idx)
-        parts = [forward_with_cache(model, idx[:, a:b], cache, fused=fused)
+        parts = [forward_with_cache(model, idx[:, a:b], cache, fast=fast)
                  for a, b in [(0, 5), (5, 6), (6, 13), (13, 16)]]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=atol, rtol=0)
     assert cache.length == 16 and cache.keys[1].shape == (2, 4, 16, 8)
@@ -51,7 +51,7 @@ def test_cached_logits_equal_full_forward(use_sdpa, fused, dtype, atol):
 
 
 def test_fused_layer_norm_and_feed_forward_equal_the_modules():
-    """fused=True computes the same functions as the course's modules (and as torch's own)."""
+    """fast=True computes the same functions as the course's modules (and as torch's own)."""
     torch.manual_seed(0)
     norm, ff = LayerNorm(32), FeedForward(CFG)
     with torch.no_grad():
@@ -74,29 +74,29 @@ def test_fused_greedy_matches_generate_text_simple(context_size):
         model = make_model(dtype)
         prompt = torch.randint(0, 97, (2, 3))
         expected = generate_text_simple(model, prompt, 30, context_size=context_size)
-        assert torch.equal(generate_cached(model, prompt, 30, context_size=context_size, fused=True), expected)
+        assert torch.equal(generate_cached(model, prompt, 30, context_size=context_size, fast=True), expected)
 
 
 def test_fused_refuses_other_modules():
     model = make_model()
     model.trf_blocks[1].ff.layers[1] = torch.nn.ReLU()
-    with pytest.raises(ValueError, match="block 1 has other modules: use fused=False"):
-        generate_cached(model, torch.zeros(1, 2, dtype=torch.long), 3, fused=True)
+    with pytest.raises(ValueError, match="block 1 has other modules: use fast=False"):
+        generate_cached(model, torch.zeros(1, 2, dtype=torch.long), 3, fast=True)
     model = make_model()
     model.final_norm = torch.nn.LayerNorm(32).double()
-    with pytest.raises(ValueError, match="final_norm, but the model has LayerNorm: use fused=False"):
-        forward_with_cache(model, torch.zeros(1, 2, dtype=torch.long), KVCache(2), fused=True)
-    with pytest.raises(TypeError, match="fused must be True or False"):
-        generate_cached(make_model(), torch.zeros(1, 2, dtype=torch.long), 3, fused="yes")
+    with pytest.raises(ValueError, match="final_norm, but the model has LayerNorm: use fast=False"):
+        forward_with_cache(model, torch.zeros(1, 2, dtype=torch.long), KVCache(2), fast=True)
+    with pytest.raises(TypeError, match="fast must be True or False"):
+        generate_cached(make_model(), torch.zeros(1, 2, dtype=torch.long), 3, fast="yes")
 
 
-@pytest.mark.parametrize("fused", [False, True])
-def test_attention_with_cache_equals_full_attention(fused):
+@pytest.mark.parametrize("fast", [False, True])
+def test_attention_with_cache_equals_full_attention(fast):
     att = make_model().trf_blocks[0].att
     x = torch.randn(1, 9, 32, dtype=torch.float64)
-    out1, k, v = attention_with_cache(att, x[:, :6], fused=fused)
-    out2, k, v = attention_with_cache(att, x[:, 6:7], k, v, fused=fused)  # one new query: no mask
-    out3, k, v = attention_with_cache(att, x[:, 7:], k, v, fused=fused)   # two: the shifted mask
+    out1, k, v = attention_with_cache(att, x[:, :6], fast=fast)
+    out2, k, v = attention_with_cache(att, x[:, 6:7], k, v, fast=fast)  # one new query: no mask
+    out3, k, v = attention_with_cache(att, x[:, 7:], k, v, fast=fast)   # two: the shifted mask
     out2 = torch.cat([out2, out3], dim=1)
     torch.testing.assert_close(torch.cat([out1, out2], dim=1), att(x))
     assert k.shape == v.shape == (1, 4, 9, 8)

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 import torch
 
+from gptcourse.attention import MultiHeadAttention
 from gptcourse.ladder import (
     LADDER_RECIPE,
     RUNGS,
@@ -68,9 +69,9 @@ def test_every_rung_gives_causal_logits(name):
 @pytest.mark.parametrize("name", ["multi-head + feed-forward", "blocks + shortcuts + LayerNorm"])
 def test_fused_kernels_compute_the_same_as_the_written_out_modules(name):
     rung = RUNGS[name]
-    assert rung.use_sdpa and rung.use_fused  # the later rungs train through the fast paths
+    assert rung.fast  # the later rungs train through the fast paths
     fused = LadderModel(V, T, C, rung)
-    plain = LadderModel(V, T, C, dataclasses.replace(rung, use_sdpa=False, use_fused=False))
+    plain = LadderModel(V, T, C, dataclasses.replace(rung, fast=False))
     plain.load_state_dict(fused.state_dict())
     idx, targets = torch.randint(V, (4, T)), torch.randint(V, (4, T))
     torch.testing.assert_close(fused(idx), plain(idx), atol=1e-5, rtol=1e-4)
@@ -81,13 +82,13 @@ def test_fused_kernels_compute_the_same_as_the_written_out_modules(name):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=param_name)
 
 
-def test_use_fused_switches_every_layer_norm_and_gelu():
+def test_fast_switches_every_attention_layer_norm_and_gelu():
     rung = RUNGS["blocks + shortcuts + LayerNorm"]
-    for use_fused in (True, False):
-        model = LadderModel(V, T, C, dataclasses.replace(rung, use_fused=use_fused))
-        flags = [m.fused for m in model.modules() if isinstance(m, (LayerNorm, GELU))]
-        assert len(flags) == 2 * rung.n_blocks + 1 + rung.n_blocks  # LayerNorms, then GELUs
-        assert set(flags) == {use_fused}
+    for fast in (True, False):
+        model = LadderModel(V, T, C, dataclasses.replace(rung, fast=fast))
+        flags = [m.fast for m in model.modules() if isinstance(m, (MultiHeadAttention, LayerNorm, GELU))]
+        assert len(flags) == 3 * rung.n_blocks + 1 + rung.n_blocks  # attentions, LayerNorms, GELUs
+        assert set(flags) == {fast}
 
 
 def test_shortcuts_add_the_input_back():
@@ -104,8 +105,8 @@ def test_rung_and_model_errors():
         Rung(attention="multihead")
     with pytest.raises(ValueError, match="n_blocks must be a positive int"):
         Rung(n_blocks=0)
-    with pytest.raises(TypeError, match="use_fused must be True or False"):
-        Rung(use_fused="yes")
+    with pytest.raises(TypeError, match="fast must be True or False"):
+        Rung(fast="yes")
     model = LadderModel(V, T, C, RUNGS["multi-head"])
     with pytest.raises(ValueError, match="input has 9 tokens but block_size is 8"):
         model(torch.zeros(1, 9, dtype=torch.long))

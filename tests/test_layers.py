@@ -223,7 +223,7 @@ def test_block_is_causal():
 def test_block_with_sdpa_computes_the_same():
     torch.manual_seed(0)
     plain = TransformerBlock(TINY).eval()
-    fused = TransformerBlock(TINY.replace(use_sdpa=True)).eval()
+    fused = TransformerBlock(TINY.replace(fast=True)).eval()
     fused.load_state_dict(plain.state_dict())
     x = torch.randn(3, 8, TINY.emb_dim)
     torch.testing.assert_close(fused(x), plain(x), atol=1e-5, rtol=1e-4)
@@ -251,7 +251,7 @@ def test_a_standalone_attention_layer_names_a_sequence_longer_than_its_context()
 @pytest.mark.parametrize("shape", [(2, 5, 16), (3, 768), (1, 1, 4)])
 def test_fused_layernorm_equals_explicit_values_and_gradients(shape):
     torch.manual_seed(0)
-    explicit, fused = LayerNorm(shape[-1]), LayerNorm(shape[-1], fused=True)
+    explicit, fused = LayerNorm(shape[-1]), LayerNorm(shape[-1], fast=True)
     with torch.no_grad():
         explicit.scale.normal_()
         explicit.shift.normal_()
@@ -271,12 +271,12 @@ def test_fused_layernorm_equals_explicit_values_and_gradients(shape):
 def test_fused_gelu_equals_explicit_values_and_gradients():
     x = torch.linspace(-8, 8, 1001, dtype=torch.float64)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_a, out_b = GELU()(xa), GELU(fused=True)(xb)
+    out_a, out_b = GELU()(xa), GELU(fast=True)(xb)
     torch.testing.assert_close(out_b, out_a, atol=1e-12, rtol=1e-12)  # float64: the same curve
     out_a.sum().backward()
     out_b.sum().backward()
     torch.testing.assert_close(xb.grad, xa.grad, atol=1e-12, rtol=1e-12)
-    assert not torch.allclose(GELU(fused=True)(x), gelu_exact(x), atol=1e-6)  # tanh, not erf
+    assert not torch.allclose(GELU(fast=True)(x), gelu_exact(x), atol=1e-6)  # tanh, not erf
 
 
 def test_cpu_tanh_gelu_matches_torch_in_float32_with_any_upstream_gradient():
@@ -321,20 +321,20 @@ def test_cpu_tanh_gelu_keeps_only_its_derivative_and_skips_it_for_inference():
         grad.sum().backward()
 
 
-def test_fused_flags_are_validated_and_shown():
-    with pytest.raises(TypeError, match="fused"):
-        LayerNorm(4, fused="yes")
-    with pytest.raises(TypeError, match="fused"):
-        GELU(fused=1.0)
-    assert "fused=True" in repr(LayerNorm(4, fused=True)) and "fused" not in repr(LayerNorm(4))
+def test_fast_flags_are_validated_and_shown():
+    with pytest.raises(TypeError, match="fast must be True or False"):
+        LayerNorm(4, fast="yes")
+    with pytest.raises(TypeError, match="fast must be True or False"):
+        GELU(fast=1.0)
+    assert "fast=True" in repr(LayerNorm(4, fast=True)) and "fast" not in repr(LayerNorm(4))
     assert repr(GELU()) == "GELU()"
 
 
-def test_block_with_use_fused_equals_explicit_block():
+def test_block_with_fast_kernels_equals_explicit_block():
     torch.manual_seed(0)
     explicit = TransformerBlock(TINY)
-    fused = TransformerBlock(TINY.replace(use_fused=True, use_sdpa=True))
+    fused = TransformerBlock(TINY.replace(fast=True))
     fused.load_state_dict(explicit.state_dict())
-    assert fused.norm1.fused and fused.ff.layers[1].fused and not explicit.norm2.fused
+    assert fused.norm1.fast and fused.ff.layers[1].fast and not explicit.norm2.fast
     x = torch.randn(3, 8, 16)
     torch.testing.assert_close(fused(x), explicit(x), atol=1e-5, rtol=1e-5)

@@ -16,7 +16,7 @@ from gptcourse.lowprec import (
 from gptcourse.model import GPTModel
 
 CFG = GPTConfig(vocab_size=300, context_length=96, emb_dim=64, n_heads=4, n_layers=2, drop_rate=0.0,
-                use_sdpa=True, use_fused=True, tie_weights=False)  # untied: random models disagree
+                fast=True, tie_weights=False)  # untied: random models disagree
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ def test_peak_flops_override_and_measured_cpu_peak():
 
 def test_attention_path():
     assert attention_path(GPTModel(TINY)) == "manual"
-    assert attention_path(GPTModel(TINY.replace(use_sdpa=True))) == "scaled_dot_product_attention"
+    assert attention_path(GPTModel(TINY.replace(fast=True))) == "scaled_dot_product_attention"
     assert attention_path(torch.nn.Linear(2, 2)) == "none"
 
 

@@ -180,9 +180,9 @@ def test_initial_loss_grows_with_logit_spread():
 
 
 # --- causality -----------------------------------------------------------------------------------
-@pytest.mark.parametrize("use_sdpa", [False, True])
-def test_future_tokens_do_not_change_the_past(use_sdpa):
-    model = GPTModel(TINY.replace(use_sdpa=use_sdpa)).eval()
+@pytest.mark.parametrize("fast", [False, True])
+def test_future_tokens_do_not_change_the_past(fast):
+    model = GPTModel(TINY.replace(fast=fast)).eval()
     idx = torch.randint(50, (1, 8))
     changed = idx.clone()
     changed[0, 5:] = (changed[0, 5:] + 1) % 50
@@ -194,7 +194,7 @@ def test_future_tokens_do_not_change_the_past(use_sdpa):
 
 def test_sdpa_and_manual_attention_agree():
     manual = GPTModel(TINY).eval()
-    sdpa = GPTModel(TINY.replace(use_sdpa=True)).eval()
+    sdpa = GPTModel(TINY.replace(fast=True)).eval()
     sdpa.load_state_dict(manual.state_dict())
     idx = torch.randint(50, (2, 8))
     with torch.no_grad():
@@ -290,12 +290,12 @@ def test_tying_uses_only_public_torch_methods():
 
 
 # --- the fused path (LayerNorm, GELU, attention through PyTorch's kernels) -----------------------
-def test_use_fused_model_equals_explicit_model_logits_and_gradients():
+def test_fast_model_equals_explicit_model_logits_and_gradients():
     torch.manual_seed(0)
     explicit = GPTModel(TINY)
-    fused = GPTModel(TINY.replace(use_fused=True, use_sdpa=True))
+    fused = GPTModel(TINY.replace(fast=True))
     fused.load_state_dict(explicit.state_dict())
-    assert fused.weights_tied and fused.final_norm.fused
+    assert fused.weights_tied and fused.final_norm.fast
     idx = torch.randint(0, TINY.vocab_size, (3, 8))
     targets = torch.randint(0, TINY.vocab_size, (3, 8))
     logits_a, logits_b = explicit(idx), fused(idx)
@@ -306,9 +306,19 @@ def test_use_fused_model_equals_explicit_model_logits_and_gradients():
         torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_use_fused_is_a_checked_config_field():
-    assert GPTConfig().use_fused is False and get_config("cpu-small").use_fused is True
-    with pytest.raises(TypeError, match="use_fused"):
-        GPTConfig(use_fused="yes")
-    assert GPTConfig(**TINY.replace(use_fused=True).to_dict()).use_fused  # saved with checkpoints
-    assert "use_fused" not in repr(get_config("cpu-small"))  # a speed switch: printed configs stay as they were
+def test_fast_is_a_checked_config_field_shown_in_the_printed_config():
+    assert GPTConfig().fast is False and get_config("cpu-small").fast is True
+    with pytest.raises(TypeError, match="fast"):
+        GPTConfig(fast="yes")
+    assert GPTConfig.from_dict(TINY.replace(fast=True).to_dict()).fast  # saved with checkpoints
+    assert "fast=True" in repr(get_config("cpu-small"))  # the one speed switch, printed
+
+
+@pytest.mark.parametrize("saved, fast", [({"use_sdpa": True, "use_fused": True}, True),
+                                         ({"use_sdpa": True}, True), ({"use_sdpa": False}, False),
+                                         ({"use_sdpa": False, "use_fused": False}, False)])
+def test_a_config_saved_with_the_two_old_speed_switches_loads_as_fast(saved, fast):
+    without_fast = {k: v for k, v in TINY.to_dict().items() if k != "fast"}
+    assert GPTConfig.from_dict({**without_fast, **saved}).fast is fast
+    with pytest.raises(TypeError, match="fast must be True or False"):
+        GPTConfig.from_dict({**without_fast, "use_sdpa": "yes"})

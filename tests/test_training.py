@@ -310,7 +310,7 @@ def test_compiled_training_takes_the_same_steps_as_eager():
     models, losses = {}, {}
     for compiled in (False, True):
         torch.manual_seed(0)
-        models[compiled] = GPTModel(CFG.replace(drop_rate=0.0, use_fused=True, use_sdpa=True))
+        models[compiled] = GPTModel(CFG.replace(drop_rate=0.0, fast=True))
         state = train(models[compiled], data(), data(seed=1), settings, progress=False,
                       compile_model=compiled)
         losses[compiled] = state.history["batch_loss"]
