@@ -6,6 +6,7 @@ it against these modules, and then import them. The modules, in the order the ch
 Chapter 1, data
     download    safe downloads: a cache folder, sha256 or a file's own check, atomic writes
     data        the corpus: text -> ids -> train/val splits -> (input, target) batches
+    text_files  reading a text file in its encoding, with errors that say which encoding fits
     tokenizers  the character tokenizer, GPT-2's BPE (tiktoken), the Tokenizer interface they share
 Chapter 2, the bigram
     bigram      the counting bigram and the neural bigram (BigramLanguageModel)
@@ -14,7 +15,7 @@ Chapter 2, the bigram
     plotting    loss curves and heatmaps
     diagrams    pictures of the model drawn by code: head, block, GPT, training loop, KV cache
 Chapter 3, attention
-    attention   the averaging trick, one Head, multi-head attention (a list of heads, and fused)
+    attention   the averaging trick, one Head, multi-head attention (a list of heads, and fast)
     ladder      the loss ladder: one small model whose parts are switched on one at a time
 Chapter 4, blocks
     layers      LayerNorm, GELU, FeedForward, shortcuts, TransformerBlock

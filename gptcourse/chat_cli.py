@@ -27,19 +27,19 @@ CHAT_EPILOG = """examples:
 
 def add_chat_parser(commands) -> None:
     """The `chat` subcommand and its options."""
-    ch = commands.add_parser("chat", help="chat with SmolLM2 (or continue text with your model)",
+    chat = commands.add_parser("chat", help="chat with SmolLM2 (or continue text with your model)",
                              epilog=CHAT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ch.add_argument("--checkpoint", metavar="FOLDER_OR_FILE", default=None,
+    chat.add_argument("--checkpoint", metavar="FOLDER_OR_FILE", default=None,
                     help="a model from `gptcourse train`: it continues what you type (no chat template)")
-    ch.add_argument("--adapter", metavar="FILE", default=None,
+    chat.add_argument("--adapter", metavar="FILE", default=None,
                     help="a LoRA adapter for SmolLM2 (chapter 10), loaded onto its weights")
-    ch.add_argument("--system", default=None, help="a system message for SmolLM2 (default: the one an --adapter was trained "
+    chat.add_argument("--system", default=None, help="a system message for SmolLM2 (default: the one an --adapter was trained "
                          "with, else SmolLM2's own)")
-    ch.add_argument("--max-tokens", type=int, default=200, help="the longest reply, in tokens (default 200)")
-    ch.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); 0.7 is livelier")
-    ch.add_argument("--top-k", type=int, default=None, help="only pick among the k likeliest tokens")
-    ch.add_argument("--seed", type=int, default=None, help="same seed, same replies")
-    ch.set_defaults(func=cmd_chat)
+    chat.add_argument("--max-tokens", type=int, default=200, help="the longest reply, in tokens (default 200)")
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default); 0.7 is livelier")
+    chat.add_argument("--top-k", type=int, default=None, help="only pick among the k likeliest tokens")
+    chat.add_argument("--seed", type=int, default=None, help="same seed, same replies")
+    chat.set_defaults(func=cmd_chat)
 
 
 def cmd_chat(args: argparse.Namespace, read: Callable[[str], str] | None = None) -> int:

@@ -72,8 +72,9 @@ class CompileError(RuntimeError):
 # `gptcourse train` compiles by default when the run has at least this many steps to go. On the
 # course's CPU recipe each compiled step saves a few percent, so the first, compiling step takes
 # as long as some thousands of steps save (benchmarks/compile_payback.py measures both on your
-# machine). This is about twice the break-even measured for the recipe at 1 and 2 threads: a
-# margin for machines that compile more slowly or save less per step.
+# machine). On the course's test machine, quiet, the break-even came out between about 3,400 and
+# 6,700 steps at 1 and 2 threads (the compile took 16 to 27 s): this leaves a margin for machines
+# that compile more slowly or save less per step.
 COMPILE_PAYS_BACK_FROM = 10_000
 
 

@@ -64,22 +64,22 @@ The run folder holds the result ({ADAPTER_NAME} for LoRA, {CHECKPOINT_NAME} with
 
 def add_finetune_parser(commands) -> None:
     """The `finetune` subcommand and its options."""
-    ft = commands.add_parser("finetune", help="instruction-tune SmolLM2 (LoRA) or your own GPT",
+    finetune = commands.add_parser("finetune", help="instruction-tune SmolLM2 (LoRA) or your own GPT",
                              epilog=FINETUNE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                              description="Fine-tune a model on the course's instruction data "
                                          "(chapter 10), with the loss on the answers only.")
-    what = ft.add_argument_group("what to fine-tune (default: SmolLM2-135M-Instruct with LoRA)")
+    what = finetune.add_argument_group("what to fine-tune (default: SmolLM2-135M-Instruct with LoRA)")
     what.add_argument("--full", action="store_true", default=None,
                       help="train every weight of a course GPT (give its --checkpoint), Alpaca prompts")
     what.add_argument("--checkpoint", metavar="FILE_OR_FOLDER",
                       help="with --full: a model from `gptcourse train` (its ckpt.pt or --out folder)")
-    lora = ft.add_argument_group("LoRA")
+    lora = finetune.add_argument_group("LoRA")
     lora.add_argument("--lora-r", type=int, metavar="R", help="rank of the update (default 8)")
     lora.add_argument("--lora-alpha", type=float, metavar="X", help="the update is scaled by alpha/r (default 16)")
     lora.add_argument("--targets", nargs="+", metavar="NAME",
                       help=f"layers to adapt (default {' '.join(DEFAULT_TARGETS)}; also W_key out_proj gate up down)")
     lora.add_argument("--system", help=f"system message of every prompt (default {DEFAULT_SYSTEM!r})")
-    how = ft.add_argument_group("training")
+    how = finetune.add_argument_group("training")
     how.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps in the whole run (default {DEFAULT_STEPS})")
     how.add_argument("--batch-size", type=int, metavar="N", help="entries per step (default 8)")
     how.add_argument("--lr", type=float, metavar="X", help="AdamW's learning rate, constant (default 0.001)")
@@ -90,13 +90,13 @@ def add_finetune_parser(commands) -> None:
     how.add_argument("--val-entries", type=int, metavar="N",
                      help="validation entries for the loss (the first N; default 32)")
     how.add_argument("--seed", type=int, metavar="N", help="seeds the batch order and LoRA's A (default 1337)")
-    run = ft.add_argument_group("where and how to run")
+    run = finetune.add_argument_group("where and how to run")
     run.add_argument("--out", default=DEFAULT_OUT, metavar="FOLDER",
                      help=f"the run folder (default {DEFAULT_OUT}); the same --out again continues the run")
     run.add_argument("--force", action="store_true", help="start afresh even if --out holds a run")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
-    ft.set_defaults(func=cmd_finetune)
+    finetune.set_defaults(func=cmd_finetune)
 
 
 def flag(name: str) -> str:

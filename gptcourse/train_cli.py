@@ -24,7 +24,7 @@ from .device import COMPILE_PAYS_BACK_FROM, DEVICE_CHOICES, choose_compile, pick
 from .kvcache import generate_text_cached
 from .model import GPTModel, count_parameters
 from .run_folder import CHECKPOINT_NAME, prepare_run_folder
-from .train import TrainSettings, _micro_batch_size, train
+from .train import TrainSettings, micro_batch_size, train
 from .train_plan import DEFAULT_SETTINGS, RUN_DEFAULTS, TrainPlan, flag_errors, flag_name, plan_run
 from .validate import InputError, require_int
 
@@ -139,7 +139,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for note in plan.notes:
         print(note)
     with flag_errors():
-        _micro_batch_size(plan.settings.batch_size, args.grad_accum)  # divides evenly, or says how
+        micro_batch_size(plan.settings.batch_size, args.grad_accum)  # divides evenly, or says how
     model, state = _model_and_state(plan, device, Path(args.out) / CHECKPOINT_NAME)
     config = plan.config
     print(f"Model: {count_parameters(model) / 1e6:.2f}M parameters ({config.n_layers} layers, "

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from gptcourse.data import (
-    EncodingMismatchWarning,
     SlidingWindowDataset,
     create_dataloader,
     get_batch,
     load_text,
     train_val_split,
 )
+from gptcourse.text_files import EncodingMismatchWarning
 
 
 # --- load_text ----------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Checkers for chapter 9, Llama's parts: RMSNorm, and grouped-query attention's key/value sharing
-(check_expand_kv, with a reference expand_kv)."""
+(check_expand_kv, with a reference expand_kv).
+
+A little over 300 lines for two checkers and the reference expand_kv: a learner's expand_kv is
+also run inside the package's GroupedQueryAttention, so the reference and its checker stay here."""
 
 from __future__ import annotations
 
