@@ -26,8 +26,7 @@ def replace_fields(obj, what: str, **changes):
 class GPTConfig:
     """Every size that defines a GPT model. Defaults are GPT-2 small (124M)."""
 
-    # Each field's help text is its description on the command line too (`gptcourse train
-    # --help`); the fields with flag=True become flags of `gptcourse train`.
+    # described() gives each field its help text: also its line in `gptcourse train --help`.
     vocab_size: int = described(50257, "number of distinct tokens")
     context_length: int = described(1024, "tokens the model sees at once", flag=True)
     emb_dim: int = described(768, "size of each token's vector", flag=True)

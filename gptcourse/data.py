@@ -30,6 +30,8 @@ KOREAN_CONSTITUTION_URL = (
 )
 KOREAN_CONSTITUTION_SHA256 = "69377a88c0e577b37b1373f4496147e995209d5139a993633a8a2776bc0e2ca8"
 KOREAN_CONSTITUTION_PATH = "korean/constitution.txt"
+
+
 def tiny_shakespeare_path(download_ok: bool = True) -> Path:
     """The verified local copy of Tiny Shakespeare, downloaded into the data folder on first use."""
     return fetch(TINY_SHAKESPEARE_URL, TINY_SHAKESPEARE_PATH, TINY_SHAKESPEARE_SHA256,

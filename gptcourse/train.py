@@ -107,8 +107,7 @@ class TrainSettings:
     """How to train (the model's sizes live in GPTConfig). The defaults are the course's CPU recipe,
     found by benchmarks/time_to_quality.py for the "cpu-small" model on Tiny Shakespeare."""
 
-    # Each field's help text is its description on the command line too (`gptcourse train
-    # --help`); the fields with flag=True become flags of `gptcourse train`.
+    # described() gives each field its help text: also its line in `gptcourse train --help`.
     max_iters: int = described(800, "optimizer steps in the whole run (the schedule ends here)",
                                flag=True)
     batch_size: int = described(16, "windows of text per step", flag=True)

@@ -1,8 +1,6 @@
 """Checkers for chapter 4's layers: LayerNorm, GELU and the feed-forward network, each against its
-formula. Joining them into a block is its own check (checks/blocks.py), which shares LAYER_ERRORS.
-
-The three layers share one table of planted mistakes (a variance divided by n - 1, the exact GELU
-for the tanh one...), so they stay in one module, a little over 300 lines."""
+formula; checks/blocks.py joins them into a block. All of them share LAYER_ERRORS (a missing
+keepdim, a fixed dim), so the three stay together here: a little over 300 lines."""
 
 from __future__ import annotations
 
